@@ -1,0 +1,27 @@
+# The README's two commands. Each sets itself up (idempotent): a .venv with the CI pins.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat constraints-ci.txt setup.py | cksum | cut -d' ' -f1)
+
+.PHONY: setup test demo clean
+
+setup: $(STAMP)
+
+$(STAMP): constraints-ci.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints-ci.txt torch torchvision
+	$(PY) -m pip install -q -c constraints-ci.txt -e '.[test]'
+	$(PY) -m pip install -q --no-deps dinov2==0.0.1.dev2  # Meta's DINOv2 code, parity tests only
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q -p no:cacheprovider
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(VENV)/bin/nnunet-dino demo --output demo_output
+
+clean:
+	rm -rf demo_output build *.egg-info

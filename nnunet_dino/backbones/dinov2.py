@@ -1,0 +1,188 @@
+"""DINOv2 family (Oquab et al. 2023): learned absolute position embedding, patch 14.
+
+Holds the registry rows, the token embedding with the three position-embedding resize rules in
+use (Meta's, Hugging Face's, timm's), and the Hugging Face -> timm key conversion.
+Meta's official `.pth` layout is converted by timm's own `checkpoint_filter_fn`.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .registry import BackboneSpec, register_backbone
+
+POS_EMBED_RESIZE_MODES = ("meta", "hf", "timm")
+
+_SIZES = {  # size -> (timm size word, embed_dim, depth, heads, taps, HF size word)
+    "s": ("small", 384, 12, 6, (2, 5, 8, 11), "small"),
+    "b": ("base", 768, 12, 12, (2, 5, 8, 11), "base"),
+    "l": ("large", 1024, 24, 16, (4, 11, 17, 23), "large"),
+    "g": ("giant", 1536, 40, 24, (9, 19, 29, 39), "giant"),
+}
+for _size, (_word, _dim, _depth, _heads, _taps, _hf) in _SIZES.items():
+    for _reg in (False, True):
+        _name = f"dinov2_vit{_size}14" + ("_reg4" if _reg else "")
+        _timm = f"vit_{_word}_patch14" + ("_reg4" if _reg else "") + "_dinov2"
+        register_backbone(BackboneSpec(
+            name=_name, family="dinov2", timm_name=_timm, embed_dim=_dim, depth=_depth, num_heads=_heads,
+            patch_size=14, num_register_tokens=4 if _reg else 0, default_taps=_taps, native_grid=37,
+            weight_files=(f"{_name}_pretrain.pth", f"{_timm}.lvd142m", f"{_timm}.lvd142m.safetensors",
+                          f"dinov2{'-with-registers' if _reg else ''}-{_hf}"),
+            hf_repo=f"facebook/dinov2{'-with-registers' if _reg else ''}-{_hf}",
+            timm_hub_id=f"timm/{_timm}.lvd142m",
+        ))
+
+
+def resize_patch_pos_embed(pos: torch.Tensor, new_grid: Tuple[int, int], mode: str) -> torch.Tensor:
+    """Resize a (1, M*M, D) patch position embedding to `new_grid` (h, w) the way the weights'
+    source does it, so features match the source implementation at any input size:
+    - 'meta': official DINOv2 -- bicubic with scale factor (n + 0.1) / M, no antialias;
+    - 'hf':   transformers Dinov2Model -- bicubic to the target size, no antialias;
+    - 'timm': timm, and the register models of Meta and transformers -- bicubic to the target
+              size with antialias.
+    """
+    n_old = pos.shape[1]
+    m = int(math.isqrt(n_old))
+    h, w = new_grid
+    if (h, w) == (m, m):
+        return pos
+    grid = pos.float().reshape(1, m, m, -1).permute(0, 3, 1, 2)
+    if mode == "meta":
+        grid = F.interpolate(grid, scale_factor=((h + 0.1) / m, (w + 0.1) / m), mode="bicubic")
+    elif mode == "hf":
+        grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
+    elif mode == "timm":
+        grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
+    else:
+        raise ValueError(f"pos_embed_resize must be one of {POS_EMBED_RESIZE_MODES}, got {mode!r}")
+    return grid.permute(0, 2, 3, 1).reshape(1, h * w, -1).to(pos.dtype)
+
+
+def embed_tokens(vit, x: torch.Tensor, pos_embed_resize: str):
+    """Image (B,3,H,W) -> tokens (B, prefix + h*w, D), rope None, grid (h, w)."""
+    patches = vit.patch_embed(x)  # (B, h, w, D) with dynamic_img_size
+    b, h, w, d = patches.shape
+    n_pos_prefix = 0 if vit.no_embed_class else 1
+    patch_pos = resize_patch_pos_embed(vit.pos_embed[:, n_pos_prefix:], (h, w), pos_embed_resize)
+    tokens = patches.reshape(b, h * w, d) + patch_pos
+    cls = vit.cls_token + vit.pos_embed[:, :1] if n_pos_prefix else vit.cls_token
+    prefix = [cls.expand(b, -1, -1)]
+    if vit.reg_token is not None:
+        prefix.append(vit.reg_token.expand(b, -1, -1))
+    tokens = vit.norm_pre(torch.cat(prefix + [tokens], dim=1))
+    return tokens, None, (h, w)
+
+
+def run_block(block, tokens: torch.Tensor, rope: Optional[torch.Tensor]) -> torch.Tensor:
+    return block(tokens)
+
+
+def source_resize_mode(fmt: str, has_registers: bool) -> str:
+    """The pos-embed resize the weights' own implementation uses, so features match it at any size.
+    Meta's hub models with registers (and HF's Dinov2WithRegisters, a port of them) resize to the
+    target size with antialias (interpolate_offset=0, interpolate_antialias=True) -- timm's rule."""
+    if has_registers:
+        return "timm"
+    return {"meta": "meta", "hf": "hf"}.get(fmt, "timm")
+
+
+# Meta's FSDP layout (block_chunks > 0, the constructor's default): blocks.<chunk>.<i>.* -> blocks.<i>.*
+_CHUNKED_BLOCK = re.compile(r"^blocks\.\d+\.(\d+)\.")
+
+
+def unchunk_blocks(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    return {_CHUNKED_BLOCK.sub(r"blocks.\1.", k): v for k, v in state.items()}
+
+
+def detect_format(state: Dict[str, torch.Tensor]) -> Optional[str]:
+    """'hf', 'meta' or 'timm' if the keys look like a DINOv2 checkpoint of that layout, else None."""
+    if any(k.endswith("embeddings.position_embeddings") for k in state):
+        return "hf"
+    has_ls = any(k.startswith("blocks.") and k.endswith(".ls1.gamma") for k in state)  # chunked or not
+    if "pos_embed" in state and has_ls and ("mask_token" in state or "register_tokens" in state):
+        return "meta"
+    if "pos_embed" in state and any(k.startswith("blocks.") for k in state):
+        return "timm"
+    return None
+
+
+_HF_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
+_HF_BLOCK_RENAMES = {
+    "norm1.": "norm1.", "norm2.": "norm2.",
+    "attention.o_proj.": "attn.proj.", "attention.output.dense.": "attn.proj.",
+    "layer_scale1.lambda1": "ls1.gamma", "layer_scale2.lambda1": "ls2.gamma",
+    "mlp.fc1.": "mlp.fc1.", "mlp.fc2.": "mlp.fc2.",
+    "mlp.weights_in.": "mlp.fc1.", "mlp.weights_out.": "mlp.fc2.",  # giant SwiGLU (packed, hub files)
+    "mlp.down_proj.": "mlp.fc2.",                                    # giant SwiGLU (transformers >= 5)
+}
+# transformers >= 5 writes q_proj/k_proj/v_proj; checkpoints on the hub use attention.attention.query/...
+_HF_QKV = {"q": ("attention.q_proj.", "attention.attention.query."),
+           "k": ("attention.k_proj.", "attention.attention.key."),
+           "v": ("attention.v_proj.", "attention.attention.value.")}
+
+
+def hf_to_timm(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """transformers `Dinov2Model` / `Dinov2WithRegistersModel` state dict -> timm VisionTransformer."""
+    state = {k[len("dinov2."):] if k.startswith("dinov2.") else k: v for k, v in state.items()}
+    out: Dict[str, torch.Tensor] = {}
+    blocks: Dict[int, Dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        m = _HF_LAYER.match(key)
+        if m:
+            blocks.setdefault(int(m.group(1)), {})[m.group(2)] = value
+        elif key == "embeddings.cls_token":
+            out["cls_token"] = value
+        elif key == "embeddings.register_tokens":
+            out["reg_token"] = value
+        elif key == "embeddings.position_embeddings":
+            out["pos_embed"] = value
+        elif key.startswith("embeddings.patch_embeddings.projection."):
+            out["patch_embed.proj." + key.rsplit(".", 1)[1]] = value
+        elif key.startswith("layernorm."):
+            out["norm." + key.rsplit(".", 1)[1]] = value
+        elif key == "embeddings.mask_token":
+            continue  # pre-training only
+        else:
+            out[key] = value  # left for the strict check to report as unexpected
+    if {"reg_token", "cls_token", "pos_embed"} <= set(out):  # timm's reg4 models keep no pos-embed slot
+        out["cls_token"] = out["cls_token"] + out["pos_embed"][:, :1]  # for the prefix tokens
+        out["pos_embed"] = out["pos_embed"][:, 1:]
+    for i, params in blocks.items():
+        for part in ("weight", "bias"):
+            qkv = []
+            for names in _HF_QKV.values():
+                found = [params.pop(n + part) for n in names if n + part in params]
+                qkv.extend(found[:1])
+            if len(qkv) == 3:
+                out[f"blocks.{i}.attn.qkv.{part}"] = torch.cat(qkv, dim=0)
+            if f"mlp.gate_proj.{part}" in params and f"mlp.up_proj.{part}" in params:
+                # timm's packed SwiGLU computes silu(first half) * second half: gate first
+                out[f"blocks.{i}.mlp.fc1.{part}"] = torch.cat(
+                    [params.pop(f"mlp.gate_proj.{part}"), params.pop(f"mlp.up_proj.{part}")], dim=0)
+        for sub, value in params.items():
+            for old, new in _HF_BLOCK_RENAMES.items():
+                if sub.startswith(old):
+                    out[f"blocks.{i}.{new}{sub[len(old):]}"] = value
+                    break
+            else:
+                out[f"encoder.layer.{i}.{sub}"] = value
+    return out
+
+
+def meta_to_timm(state: Dict[str, torch.Tensor], vit) -> Dict[str, torch.Tensor]:
+    """Official DINOv2 `.pth` -> timm, through timm's own converter (drops mask_token, folds
+    register tokens, renames SwiGLU w12/w3)."""
+    from timm.models.vision_transformer import checkpoint_filter_fn
+    state = unchunk_blocks(state)
+    out = checkpoint_filter_fn(dict(state), vit)
+    # timm silently resamples a pos-embed / patch kernel of another size (antialiased), which no
+    # longer matches Meta's model; keep the file's tensors so the strict check reports the mismatch
+    if "pos_embed" in state:
+        out["pos_embed"] = state["pos_embed"][:, 1:] if "register_tokens" in state else state["pos_embed"]
+    if "patch_embed.proj.weight" in state:
+        out["patch_embed.proj.weight"] = state["patch_embed.proj.weight"]
+    return out

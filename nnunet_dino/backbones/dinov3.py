@@ -1,0 +1,128 @@
+"""DINOv3 family (Siméoni et al. 2025): RoPE positions, 4 storage tokens, patch 16.
+
+timm builds these as `Eva` models. We use the `_qkvb` variants (query/value biases present) so
+that the biases of official checkpoints are loaded rather than dropped. timm has no key bias: the
+official layout masks it to zero (`bias_mask`) and transformers files carry none or zeros. A
+non-zero one is refused, not dropped: RoPE rotates keys after the bias, so it would change
+attention (without RoPE it would add the same q.b to a whole logit row and cancel).
+"""
+from __future__ import annotations
+
+import re
+from typing import Dict, Optional
+
+import torch
+
+from .registry import BackboneSpec, register_backbone
+
+_SIZES = (  # (id, timm size word, dim, depth, heads, taps, hash)
+    ("s", "small", 384, 12, 6, (2, 5, 8, 11), "08c60483"),
+    ("splus", "small_plus", 384, 12, 6, (2, 5, 8, 11), "4057cbaa"),
+    ("b", "base", 768, 12, 12, (2, 5, 8, 11), "73cec8be"),
+    ("l", "large", 1024, 24, 16, (4, 11, 17, 23), "8aa4cbdd"),
+    ("hplus", "huge_plus", 1280, 32, 20, (7, 15, 23, 31), "7c1da9a5"),
+    ("7b", "7b", 4096, 40, 32, (9, 19, 29, 39), "a955f4ea"),
+)
+for _size, _word, _dim, _depth, _heads, _taps, _hash in _SIZES:
+    _meta = f"dinov3_vit{_size}16"
+    _timm = f"vit_{_word}_patch16_dinov3" + ("" if _size == "7b" else "_qkvb")
+    register_backbone(BackboneSpec(
+        name=_meta, family="dinov3", timm_name=_timm, embed_dim=_dim, depth=_depth, num_heads=_heads,
+        patch_size=16, num_register_tokens=4, default_taps=_taps,
+        weight_files=(f"{_meta}_pretrain_lvd1689m-{_hash}.pth", f"{_meta}_pretrain_*.pth",
+                      f"{_timm}.lvd1689m", f"{_timm}.lvd1689m.safetensors",
+                      f"dinov3-vit{_size}16-pretrain-lvd1689m"),
+        hf_repo=f"facebook/dinov3-vit{_size}16-pretrain-lvd1689m",
+        timm_hub_id=f"timm/{_timm}.lvd1689m",
+    ))
+
+
+def embed_tokens(vit, x: torch.Tensor, pos_embed_resize: str = ""):
+    """Image (B,3,H,W) -> tokens (B, 5 + h*w, D), RoPE table for the (h, w) grid, grid."""
+    patches = vit.patch_embed(x)  # (B, h, w, D) with dynamic_img_size
+    h, w = patches.shape[1:3]
+    tokens, rope = vit._pos_embed(patches)  # prefix tokens + RoPE for this grid (timm Eva)
+    return vit.norm_pre(tokens), rope, (h, w)
+
+
+def run_block(block, tokens: torch.Tensor, rope: Optional[torch.Tensor]) -> torch.Tensor:
+    return block(tokens, rope=rope)
+
+
+def detect_format(state: Dict[str, torch.Tensor]) -> Optional[str]:
+    if "embeddings.patch_embeddings.weight" in state or any(".layer_scale1.lambda1" in k and "model.layer" in k for k in state):
+        return "hf"
+    if "storage_tokens" in state:
+        return "meta"
+    if "reg_token" in state and any(".gamma_1" in k for k in state):
+        return "timm"
+    return None
+
+
+_HF_LAYER = re.compile(r"^(?:model\.)?layer\.(\d+)\.(.+)$")
+_HF_BLOCK_RENAMES = {
+    "norm1.": "norm1.", "norm2.": "norm2.", "attention.o_proj.": "attn.proj.",
+    "layer_scale1.lambda1": "gamma_1", "layer_scale2.lambda1": "gamma_2",
+    "mlp.gate_proj.": "mlp.fc1_g.", "mlp.down_proj.": "mlp.fc2.",
+}
+
+
+def hf_to_timm(state: Dict[str, torch.Tensor], gated_mlp: bool) -> Dict[str, torch.Tensor]:
+    """transformers `DINOv3ViTModel` state dict -> timm Eva (`_qkvb` variant)."""
+    out: Dict[str, torch.Tensor] = {}
+    blocks: Dict[int, Dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        m = _HF_LAYER.match(key)
+        if m:
+            blocks.setdefault(int(m.group(1)), {})[m.group(2)] = value
+        elif key == "embeddings.cls_token":
+            out["cls_token"] = value
+        elif key == "embeddings.register_tokens":
+            out["reg_token"] = value
+        elif key.startswith("embeddings.patch_embeddings."):
+            out["patch_embed.proj." + key.rsplit(".", 1)[1]] = value
+        elif key.startswith("norm."):
+            out[key] = value
+        elif key == "embeddings.mask_token" or key.endswith("inv_freq"):
+            continue  # pre-training only / derived buffer
+        else:
+            out[key] = value
+    for i, params in blocks.items():
+        if all(f"attention.{n}_proj.weight" in params for n in "qkv"):  # else: the strict check reports it
+            out[f"blocks.{i}.attn.qkv.weight"] = torch.cat([params.pop(f"attention.{n}_proj.weight") for n in "qkv"])
+        _require_zero_key_bias(f"layer.{i}.attention.k_proj.bias", params.pop("attention.k_proj.bias", None))
+        for n in "qv":
+            if f"attention.{n}_proj.bias" in params:
+                out[f"blocks.{i}.attn.{n}_bias"] = params.pop(f"attention.{n}_proj.bias")
+        for sub, value in params.items():
+            if sub.startswith("mlp.up_proj."):
+                out[f"blocks.{i}.mlp.{'fc1_x' if gated_mlp else 'fc1'}.{sub.rsplit('.', 1)[1]}"] = value
+                continue
+            for old, new in _HF_BLOCK_RENAMES.items():
+                if sub.startswith(old):
+                    out[f"blocks.{i}.{new}{sub[len(old):]}"] = value
+                    break
+            else:
+                out[f"layer.{i}.{sub}"] = value
+    return out
+
+
+def _require_zero_key_bias(name: str, bias: Optional[torch.Tensor]) -> None:
+    if bias is not None and bool(bias.abs().max() > 0):
+        raise ValueError(f"{name} is a non-zero key bias; DINOv3 has none (official checkpoints mask it "
+                         f"to zero) and, under RoPE, dropping it would change the features. Is this "
+                         f"file a DINOv3 checkpoint?")
+
+
+def meta_to_timm(state: Dict[str, torch.Tensor], vit) -> Dict[str, torch.Tensor]:
+    """Official DINOv3 `.pth` -> timm, through timm's own Eva converter (storage tokens, ls
+    gammas, fused qkv bias split into q/v, rope periods and bias masks dropped)."""
+    from timm.models.eva import checkpoint_filter_fn
+    for key, bias in state.items():
+        if key.endswith(".attn.qkv.bias"):  # timm keeps the q and v thirds; the k third must be void
+            mask = state.get(key + "_mask", torch.ones_like(bias))
+            _require_zero_key_bias(key + " (k third)", (bias * mask).chunk(3)[1])
+    out = checkpoint_filter_fn(dict(state), vit)
+    if "patch_embed.proj.weight" in state:  # timm would silently resample another patch size
+        out["patch_embed.proj.weight"] = state["patch_embed.proj.weight"]
+    return out

@@ -1,0 +1,116 @@
+"""The frozen DINO encoder every network in this package uses.
+
+One contract for features -- `forward(x, taps)` returns one (B, D, H/p, W/p) map per tap, with the
+final LayerNorm applied as the official `get_intermediate_layers(norm=True)` does -- plus
+stage-wise execution (`embed` / `run_blocks` / `to_map`) for models that inject adapter features
+into the token stream (U-DFA), where gradients must reach activations but never the weights.
+
+Frozen for real: no parameter requires grad, the ViT stays in eval() whatever `train()` is called
+with, and `forward` builds no autograd graph.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from . import dinov2, dinov3
+from .registry import BackboneSpec
+
+_FAMILIES = {"dinov2": dinov2, "dinov3": dinov3}
+
+
+def build_timm_vit(spec: BackboneSpec) -> nn.Module:
+    """The timm architecture for `spec`, randomly initialised (weights come from `weights.py`)."""
+    import timm
+    kwargs = dict(pretrained=False, num_classes=0, dynamic_img_size=True, drop_path_rate=0.0)
+    if spec.family == "dinov2":
+        kwargs["img_size"] = spec.native_grid * spec.patch_size  # keep the published pos-embed grid
+    kwargs.update(dict(spec.timm_overrides))
+    return timm.create_model(spec.timm_name, **kwargs)
+
+
+
+
+class FrozenDinoBackbone(nn.Module):
+    def __init__(self, spec: BackboneSpec, pos_embed_resize: str = "meta", bf16_on_cuda: bool = True):
+        super().__init__()
+        if spec.family == "dinov2" and pos_embed_resize not in dinov2.POS_EMBED_RESIZE_MODES:
+            raise ValueError(f"pos_embed_resize must be one of {dinov2.POS_EMBED_RESIZE_MODES}")
+        self.spec = spec
+        self.pos_embed_resize = pos_embed_resize
+        self.bf16_on_cuda = bf16_on_cuda
+        self.vit = build_timm_vit(spec)
+        self.vit.requires_grad_(False)
+        self.vit.eval()
+        self._family = _FAMILIES[spec.family]
+
+    # --- frozen-ness -------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> "FrozenDinoBackbone":
+        super().train(mode)
+        self.vit.eval()  # dropout/drop-path off; nnU-Net calls network.train() every epoch
+        return self
+
+    @property
+    def embed_dim(self) -> int:
+        return self.spec.embed_dim
+
+    @property
+    def patch_size(self) -> int:
+        return self.spec.patch_size
+
+    @property
+    def depth(self) -> int:
+        return len(self.vit.blocks)
+
+    def _autocast(self, x: torch.Tensor):
+        if self.bf16_on_cuda and x.is_cuda:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # --- stage-wise execution ----------------------------------------------------------------
+    def embed(self, x: torch.Tensor):
+        """(B,3,H,W) -> (tokens (B, prefix + h*w, D), rope or None, grid (h, w))."""
+        p = self.spec.patch_size
+        if x.shape[-2] % p or x.shape[-1] % p:
+            raise ValueError(f"{self.spec.name} needs H and W divisible by its patch size {p}, got "
+                             f"{tuple(x.shape[-2:])}; pad the input (the networks do this for you)")
+        return self._family.embed_tokens(self.vit, x, self.pos_embed_resize)
+
+    def run_blocks(self, tokens: torch.Tensor, rope: Optional[torch.Tensor], start: int, stop: int,
+                   checkpoint: bool = False) -> torch.Tensor:
+        """Run blocks [start, stop) on a token stream. Weights are frozen; activation gradients flow.
+        With `checkpoint`, activations are recomputed in backward (for large ViTs)."""
+        for block in self.vit.blocks[start:stop]:
+            if checkpoint and torch.is_grad_enabled() and tokens.requires_grad:
+                tokens = torch.utils.checkpoint.checkpoint(self._family.run_block, block, tokens, rope,
+                                                           use_reentrant=False)
+            else:
+                tokens = self._family.run_block(block, tokens, rope)
+        return tokens
+
+    def to_map(self, tokens: torch.Tensor, grid: Tuple[int, int], norm: bool = True) -> torch.Tensor:
+        """Patch tokens -> (B, D, h, w) map, final LayerNorm applied (as get_intermediate_layers)."""
+        if norm:
+            tokens = self.vit.norm(tokens)
+        patch = tokens[:, self.spec.num_prefix_tokens:]
+        b, _, d = patch.shape
+        return patch.reshape(b, grid[0], grid[1], d).permute(0, 3, 1, 2).contiguous()
+
+    # --- extractor-only contract ---------------------------------------------------------------
+    def forward(self, x: torch.Tensor, taps: Optional[Sequence[int]] = None) -> List[torch.Tensor]:
+        """Maps at the requested 0-based block indices (default: the spec's taps), no autograd graph."""
+        taps = list(self.spec.default_taps if taps is None else taps)
+        if not taps or min(taps) < 0 or max(taps) >= self.depth:
+            raise ValueError(f"taps must be block indices in [0, {self.depth}), got {taps}")
+        with torch.no_grad(), self._autocast(x):
+            tokens, rope, grid = self.embed(x)
+            maps, done = [], 0
+            for tap in sorted(set(taps)):
+                tokens = self.run_blocks(tokens, rope, done, tap + 1)
+                done = tap + 1
+                maps.append((tap, self.to_map(tokens, grid)))
+        by_tap = dict(maps)
+        return [by_tap[t].to(x.dtype) for t in taps]

@@ -1,0 +1,80 @@
+"""The backbone registry: every supported DINO encoder is one row of data.
+
+A row names the timm constructor that builds the architecture, the published weight file names
+that `nnUNet_dino_weights` is searched for, the Hugging Face ids, and the default feature taps
+(0-based block indices) the papers use for that depth.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Dict, Tuple
+
+_REGISTRY: Dict[str, "BackboneSpec"] = {}
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str                       # our id, the official hub entry name (e.g. 'dinov3_vits16')
+    family: str                     # 'dinov2' (learned abs. pos-embed, patch 14) or 'dinov3' (RoPE, patch 16)
+    timm_name: str                  # timm constructor building the architecture (pretrained=False)
+    embed_dim: int
+    depth: int
+    num_heads: int
+    patch_size: int
+    num_register_tokens: int
+    default_taps: Tuple[int, ...]
+    weight_files: Tuple[str, ...]   # glob patterns of published files/folders, searched in order
+    hf_repo: str = ""               # transformers model id (facebook/...)
+    timm_hub_id: str = ""           # timm weights on the HF hub, used for `nnUNet_dino_weights=hub`
+    native_grid: int = 0            # DINOv2 pos-embed grid of the published weights (518/14 = 37)
+    timm_overrides: Tuple[Tuple[str, object], ...] = field(default=())  # e.g. tiny test configs
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 1 + self.num_register_tokens
+
+    @property
+    def label(self) -> str:
+        return f"{self.family.upper()} ViT ({self.name}: dim {self.embed_dim}, {self.depth} blocks, patch {self.patch_size})"
+
+    def variant(self, name: str, **arch) -> "BackboneSpec":
+        """A derived architecture (used for tiny test models): same family, other sizes. Other
+        keywords go to `timm.create_model`; for DINOv2, `img_size` sets the pos-embed grid
+        (`native_grid`), so both always agree."""
+        taps = arch.pop("default_taps", None)
+        depth = arch.get("depth", self.depth)
+        if taps is None:
+            taps = tuple(sorted({max(0, round(depth * k / 4) - 1) for k in (1, 2, 3, 4)}))
+        fields = {k: v for k, v in arch.items() if k in ("embed_dim", "depth", "num_heads", "native_grid")}
+        if self.native_grid and "img_size" in arch:  # build_timm_vit derives img_size from native_grid
+            fields["native_grid"] = arch.pop("img_size") // self.patch_size
+        arch.pop("native_grid", None)
+        overrides = dict(self.timm_overrides)
+        overrides.update(arch)
+        return dataclasses.replace(self, name=name, default_taps=tuple(taps), weight_files=(f"{name}*",),
+                                   hf_repo="", timm_hub_id="", timm_overrides=tuple(overrides.items()), **fields)
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] != spec:
+        raise ValueError(f"backbone {spec.name!r} is already registered with another definition")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    _ensure_families_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown DINO backbone {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def list_backbones() -> Tuple[str, ...]:
+    _ensure_families_loaded()
+    return tuple(_REGISTRY)
+
+
+def _ensure_families_loaded() -> None:
+    from . import dinov2, dinov3  # noqa: F401  (each module registers its rows on import)

@@ -1,0 +1,246 @@
+"""Finding and loading DINO weights -- never by unpickling code.
+
+`nnUNet_dino_weights` (an nnU-Net-style environment variable) is one of:
+- a folder, searched for the published names of each backbone (Meta's `.pth`, timm's
+  `.safetensors`, Hugging Face model folders);
+- one weights file or one model folder;
+- `random`: explicit random initialisation (tests and the demo only; logged loudly);
+- `hub`: download timm's weights from the Hugging Face hub (needs network access).
+Formats: Meta's official `.pth` (DINOv2, DINOv3), timm `.safetensors`/`.bin`, and transformers
+folders (`config.json` + `model.safetensors`, sharded or not) of `Dinov2Model` and
+`DINOv3ViTModel`. Every backbone tensor must be loaded; otherwise the error names the missing,
+unexpected and mis-shaped keys.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pickle
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from . import dinov2, dinov3
+from .registry import BackboneSpec
+
+WEIGHTS_ENV_VAR = "nnUNet_dino_weights"
+_FAMILIES = {"dinov2": dinov2, "dinov3": dinov3}
+_WHERE_TO_GET = {
+    "dinov2": "https://github.com/facebookresearch/dinov2 (e.g. dinov2_vitb14_pretrain.pth) or the "
+              "Hugging Face models facebook/dinov2-* / timm/vit_*_patch14_dinov2.lvd142m",
+    "dinov3": "https://github.com/facebookresearch/dinov3 (request access; e.g. "
+              "dinov3_vits16_pretrain_lvd1689m-08c60483.pth) or the Hugging Face models facebook/dinov3-*",
+}
+
+
+class WeightsError(RuntimeError):
+    """Weights missing, unreadable, unsafe or of another architecture. The message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    kind: str        # 'random' | 'file' | 'folder' | 'hub'
+    path: str = ""   # file or folder path, or the hub repo id
+
+    @property
+    def is_random(self) -> bool:
+        return self.kind == "random"
+
+    def describe(self) -> str:
+        return "RANDOM initialisation (no pretrained weights)" if self.is_random else f"{self.kind} {self.path}"
+
+
+def _not_found(spec: BackboneSpec, looked: str) -> WeightsError:
+    return WeightsError(
+        f"No weights for backbone {spec.name} ({spec.label}). Looked in: {looked}. Expected one of: "
+        f"{', '.join(spec.weight_files)}. Get them from {_WHERE_TO_GET[spec.family]}, then "
+        f"`export {WEIGHTS_ENV_VAR}=/folder/with/weights` (or the file itself). For tests and demos "
+        f"only, `export {WEIGHTS_ENV_VAR}=random` trains on a RANDOM frozen backbone.")
+
+
+def locate_weights(spec: BackboneSpec, setting: Optional[str] = None) -> WeightsSource:
+    """Resolve `nnUNet_dino_weights` (or `setting`) to a source for `spec`, or raise WeightsError."""
+    setting = os.environ.get(WEIGHTS_ENV_VAR, "") if setting is None else setting
+    setting = setting.strip()
+    if not setting:
+        raise _not_found(spec, f"nowhere: {WEIGHTS_ENV_VAR} is not set")
+    if setting.lower() == "random":
+        return WeightsSource("random")
+    if setting.lower() == "hub":
+        if not spec.timm_hub_id:
+            raise WeightsError(f"backbone {spec.name} has no hub id; give a local file instead")
+        return WeightsSource("hub", spec.timm_hub_id)
+    path = os.path.abspath(os.path.expanduser(setting))
+    if os.path.isfile(path):
+        return WeightsSource("file", path)
+    if not os.path.isdir(path):
+        raise WeightsError(f"{WEIGHTS_ENV_VAR}={setting!r} does not exist. Point it at a folder holding "
+                           f"the published weight files, at one weights file, or set it to 'random'.")
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return WeightsSource("folder", path)
+    for pattern in spec.weight_files:
+        for match in sorted(glob.glob(os.path.join(glob.escape(path), pattern))):
+            if os.path.isfile(match):
+                return WeightsSource("file", match)
+            if os.path.isfile(os.path.join(match, "config.json")):
+                return WeightsSource("folder", match)
+    raise _not_found(spec, path)
+
+
+# --- reading -----------------------------------------------------------------------------------
+def _read_file(path: str) -> Dict[str, torch.Tensor]:
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+            return load_file(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise WeightsError(
+            f"Refusing to load {path}: it contains pickled Python objects, not only tensors, and loading "
+            f"it could execute code. nnunet-dino loads tensors only (torch.load(weights_only=True)). Use "
+            f"the published weights file, or re-save a plain state_dict / .safetensors. ({_unpickling_reason(e)})"
+        ) from None
+    except Exception as e:  # truncated zip, bad header, ...
+        raise WeightsError(f"Could not read weights file {path} ({type(e).__name__}: {str(e).splitlines()[0]}). "
+                           f"It is probably truncated or corrupt: download it again.") from None
+    return _unwrap(state, path)
+
+
+def _unpickling_reason(error: Exception) -> str:
+    """torch's refusal names the offending global deep in a long how-to-bypass text; keep just that."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    return text.strip().split(". ")[0].splitlines()[0]
+
+
+def _unwrap(state, path: str) -> Dict[str, torch.Tensor]:
+    for key in ("teacher", "model_ema", "model", "state_dict", "module"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path} does not hold a state dict of tensors; give a model weights file.")
+    for prefix in ("module.", "backbone."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _read_json(path: str, key: Optional[str] = None):
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        return data[key] if key else data
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise WeightsError(f"Could not read {path} ({type(e).__name__}: {e}). The model folder is probably "
+                           f"incomplete or corrupt: download it again.") from None
+
+
+def _read_folder(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
+    config = _read_json(os.path.join(path, "config.json"))
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        shards = sorted(set(_read_json(index, "weight_map").values()))
+        missing = [s for s in shards if not os.path.isfile(os.path.join(path, s))]
+        if missing:
+            raise WeightsError(f"The model folder {path} is incomplete: shard(s) {', '.join(missing)} listed in "
+                               f"model.safetensors.index.json are missing. Download them again.")
+        state = {}
+        for shard in shards:
+            state.update(_read_file(os.path.join(path, shard)))
+        return state, config
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if os.path.isfile(os.path.join(path, name)):
+            return _read_file(os.path.join(path, name)), config
+    raise WeightsError(f"The model folder {path} has config.json but no model.safetensors, sharded index or "
+                       f"pytorch_model.bin. Download the weights files too.")
+
+
+def read_source(source: WeightsSource) -> Tuple[Dict[str, torch.Tensor], Optional[dict]]:
+    if source.kind == "file":
+        return _read_file(source.path), None
+    if source.kind == "folder":
+        return _read_folder(source.path)
+    if source.kind == "hub":
+        try:
+            from huggingface_hub import hf_hub_download
+            return _read_file(hf_hub_download(source.path, "model.safetensors")), None
+        except WeightsError:
+            raise
+        except Exception as e:
+            raise WeightsError(f"Could not download {source.path} from the Hugging Face hub ({type(e).__name__}). "
+                               f"Offline machines: download the file elsewhere and point {WEIGHTS_ENV_VAR} at it.") from None
+    raise WeightsError(f"cannot read weights from a {source.kind} source")
+
+
+# --- converting and loading ----------------------------------------------------------------------
+def _detect(state: Dict[str, torch.Tensor]) -> Tuple[Optional[str], Optional[str]]:
+    for family, module in _FAMILIES.items():
+        fmt = module.detect_format(state)
+        if fmt:
+            return family, fmt
+    return None, None
+
+
+def convert_to_timm(state: Dict[str, torch.Tensor], spec: BackboneSpec, vit) -> Tuple[Dict[str, torch.Tensor], str]:
+    """Any supported layout -> timm keys for `vit`; returns (state, format)."""
+    family, fmt = _detect(state)
+    if family is None:
+        return state, "unknown"  # the strict check explains what does not fit
+    if family != spec.family:
+        raise WeightsError(f"These are {family.upper()} weights, but the backbone is {spec.label}. Give "
+                           f"{spec.family.upper()} weights (e.g. {spec.weight_files[0]}) or use a {family.upper()} trainer.")
+    if fmt == "hf":
+        if family == "dinov2":
+            return dinov2.hf_to_timm(state), fmt
+        gated = any(".mlp.gate_proj." in k for k in state)
+        return dinov3.hf_to_timm(state, gated), fmt
+    if fmt == "meta":
+        return _FAMILIES[family].meta_to_timm(state, vit), fmt
+    return state, fmt
+
+
+def _describe_config(config: Optional[dict]) -> str:
+    if not config:
+        return ""
+    sizes = ", ".join(f"{k} {config[k]}" for k in ("hidden_size", "num_hidden_layers", "num_attention_heads")
+                      if k in config)
+    return f" Its config.json says {config.get('model_type', 'an unknown model type')}: {sizes}." if sizes else ""
+
+
+def check_state_dict(state: Dict[str, torch.Tensor], vit, spec: BackboneSpec, origin: str,
+                     note: str = "") -> None:
+    expected = vit.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+                    for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or shapes:
+        def few(items):
+            return ", ".join(items[:8]) + (f" (+{len(items) - 8} more)" if len(items) > 8 else "") if items else "none"
+        raise WeightsError(
+            f"The weights in {origin} do not fit backbone {spec.label}. Missing keys: {few(missing)}. "
+            f"Unexpected keys: {few(unexpected)}. Mis-shaped: {few(shapes)}.{note} Is the file for another "
+            f"model size? Expected a file like {spec.weight_files[0]}.")
+
+
+def load_backbone_weights(backbone, source: WeightsSource) -> dict:
+    """Load `source` into a FrozenDinoBackbone, strictly. Returns what was loaded (for plans/logs)."""
+    spec = backbone.spec
+    info = {"backbone": spec.name, "source": source.kind, "path": source.path}
+    if source.is_random:
+        info.update(format="random", pos_embed_resize=backbone.pos_embed_resize)
+        return info
+    state, hf_config = read_source(source)
+    try:
+        state, fmt = convert_to_timm(state, spec, backbone.vit)
+    except ValueError as e:  # a layout we recognise but cannot represent exactly
+        raise WeightsError(f"Cannot load {source.path} into {spec.label}: {e}") from None
+    check_state_dict(state, backbone.vit, spec, source.path, _describe_config(hf_config))
+    backbone.vit.load_state_dict(state, strict=True)
+    if spec.family == "dinov2":  # reproduce the source's own pos-embed resize at other input sizes
+        backbone.pos_embed_resize = dinov2.source_resize_mode(fmt, spec.num_register_tokens > 0)
+    info.update(format=fmt, pos_embed_resize=backbone.pos_embed_resize)
+    return info

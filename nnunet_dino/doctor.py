@@ -1,0 +1,76 @@
+"""`nnunet-dino doctor`: what a user (or a bug report) needs to know about this installation."""
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import platform
+from typing import List, Tuple
+
+
+def _version(dist: str) -> str:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return "not installed"
+
+
+def trainer_names() -> List[str]:
+    from .training import trainers
+    return list(trainers.__all__)
+
+
+def resolve_trainers() -> List[Tuple[str, str]]:
+    """Each plugin trainer as nnU-Net's own resolver finds it (name, module or error)."""
+    import contextlib
+    import io
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    rows = []
+    for name in trainer_names():
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # the resolver prints every folder it scans
+                cls = recursive_find_trainer_class_by_name(name)
+            rows.append((name, f"found ({cls.__module__})"))
+        except Exception as e:  # noqa: BLE001 - reported, not raised
+            rows.append((name, f"NOT FOUND: {str(e).splitlines()[0][:120]}"))
+    return rows
+
+
+def backbone_weights() -> List[Tuple[str, str]]:
+    from .backbones import WeightsError, get_backbone_spec, list_backbones, locate_weights
+    rows = []
+    for name in list_backbones():
+        try:
+            rows.append((name, locate_weights(get_backbone_spec(name)).describe()))
+        except WeightsError:
+            rows.append((name, "no weights found"))
+    return rows
+
+
+def report() -> Tuple[str, bool]:
+    """The doctor's text, and whether every trainer was found."""
+    import torch
+    from ._autoregister import ENV_VAR, trainer_folder
+    from .backbones import WEIGHTS_ENV_VAR
+    lines = [f"nnunet-dino {_version('nnunet-dino')}  (python {platform.python_version()}, {platform.platform()})",
+             "versions: " + ", ".join(f"{d} {_version(d)}" for d in
+                                      ("torch", "nnunetv2", "timm", "dynamic-network-architectures",
+                                       "batchgeneratorsv2", "transformers"))]
+    if torch.cuda.is_available():
+        lines.append(f"device: cuda ({torch.cuda.get_device_name(0)}, bf16 "
+                     f"{'yes' if torch.cuda.is_bf16_supported() else 'no'}), {torch.cuda.device_count()} GPU(s)")
+    else:
+        lines.append(f"device: cpu only ({os.cpu_count()} cores); train with `-device cpu`")
+    folder = trainer_folder()
+    listed = folder in os.environ.get(ENV_VAR, "").split(os.pathsep)
+    lines.append(f"{ENV_VAR}: {os.environ.get(ENV_VAR, '(unset)')}  -> plugin folder "
+                 f"{'registered' if listed else 'NOT registered: run `eval $(nnunet-dino env)`'}")
+    lines.append("trainers (resolved by nnU-Net's recursive_find_trainer_class_by_name):")
+    rows = resolve_trainers()
+    lines += [f"  {name:<34} {status}" for name, status in rows]
+    setting = os.environ.get(WEIGHTS_ENV_VAR)
+    lines.append(f"weights: {WEIGHTS_ENV_VAR}={setting if setting else '(unset: training refuses to start)'}")
+    if setting and setting.strip().lower() == "random":
+        lines.append("  RANDOM frozen backbones: for tests and demos only, results mean nothing clinically")
+    lines.append("backbones:")
+    lines += [f"  {name:<22} {status}" for name, status in backbone_weights()]
+    return "\n".join(lines), all(status.startswith("found") for _, status in rows)

@@ -1,0 +1,4 @@
+"""Segmentation networks around a frozen DINO encoder, one file per paper; shared blocks apart."""
+from .base import DinoSegmentationNetwork, InputToRGB, count_parameters, pad_to_multiple
+
+__all__ = ["DinoSegmentationNetwork", "InputToRGB", "count_parameters", "pad_to_multiple"]

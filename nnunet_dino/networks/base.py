@@ -1,0 +1,107 @@
+"""What every DINO segmentation network here shares (the shell around each paper's adapter).
+
+nnU-Net hands the network its own normalised channels at the plan's patch size. The shell maps
+them to the 3 channels a DINO encoder expects, pads H and W to the multiple the encoder (and the
+adapter) needs, and crops the logits back, so any nnU-Net plan works unchanged.
+"""
+from __future__ import annotations
+
+import math
+from typing import Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbones import BackboneSpec, FrozenDinoBackbone, get_backbone_spec
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class InputToRGB(nn.Module):
+    """nnU-Net channels -> 3 channels.
+
+    1 channel is repeated and 3 pass through (no parameters: the pretrained patch embedding sees
+    what it was trained on). Any other count (2, 4, ... e.g. multi-sequence MRI) goes through a
+    learnable 1x1 conv initialised to the channel mean, so training starts from a grey image.
+    `imagenet_normalize` applies the ImageNet mean/std affine, for inputs nnU-Net scaled to [0, 1]
+    (`rgb_to_0_1`); z-scored inputs are already standardised and pass as they are.
+    """
+
+    def __init__(self, input_channels: int, imagenet_normalize: bool = False):
+        super().__init__()
+        if input_channels < 1:
+            raise ValueError(f"input_channels must be >= 1, got {input_channels}")
+        self.input_channels = input_channels
+        self.mix = None
+        if input_channels not in (1, 3):
+            self.mix = nn.Conv2d(input_channels, 3, kernel_size=1)
+            nn.init.constant_(self.mix.weight, 1.0 / input_channels)
+            nn.init.zeros_(self.mix.bias)
+        self.imagenet_normalize = imagenet_normalize
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.input_channels:
+            raise ValueError(f"expected {self.input_channels} input channels, got {x.shape[1]}")
+        if self.mix is not None:
+            x = self.mix(x)
+        elif self.input_channels == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if self.imagenet_normalize:
+            x = (x - self.mean) / self.std
+        return x
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """Zero-pad H and W (bottom/right) up to a multiple; returns the padded tensor and the old size.
+    Zero is the mean intensity of nnU-Net's z-scored inputs."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph))
+    return x, (h, w)
+
+
+def count_parameters(module: nn.Module) -> Tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in module.parameters())
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return trainable, total
+
+
+class DinoSegmentationNetwork(nn.Module):
+    """Base shell: input mapping, padding, frozen backbone. Subclasses implement `segment`, which
+    maps a padded (B, 3, H', W') image to (B, num_classes, H', W') logits.
+
+    Every subclass accepts (input_channels, num_classes, backbone, pos_embed_resize,
+    imagenet_normalize, **paper options) so the trainer base can build any of them from the
+    plans and class attributes alone (that is what `nnUNetv2_predict` does in a fresh process).
+    The parameter set never depends on nnU-Net's deep-supervision flag.
+    """
+
+    #: H and W must also be multiples of this (besides the ViT patch), e.g. 32 for Dino U-Net
+    extra_pad_multiple: int = 1
+
+    def __init__(self, input_channels: int, num_classes: int, backbone: Union[str, BackboneSpec],
+                 pos_embed_resize: str = "meta", imagenet_normalize: bool = False):
+        super().__init__()
+        spec = get_backbone_spec(backbone) if isinstance(backbone, str) else backbone
+        self.input_channels = input_channels
+        self.num_classes = num_classes
+        self.backbone = FrozenDinoBackbone(spec, pos_embed_resize=pos_embed_resize)
+        self.input_adapter = InputToRGB(input_channels, imagenet_normalize)
+        self.pad_multiple = math.lcm(spec.patch_size, self.extra_pad_multiple)
+
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, (h, w) = pad_to_multiple(x, self.pad_multiple)
+        logits = self.segment(self.input_adapter(x))
+        return logits[..., :h, :w]
+
+    def parameter_counts(self) -> Tuple[int, int]:
+        return count_parameters(self)

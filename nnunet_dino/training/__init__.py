@@ -1,0 +1,1 @@
+"""nnU-Net trainers: one base class owning every integration rule, short per-paper subclasses."""

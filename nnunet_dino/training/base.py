@@ -1,0 +1,165 @@
+"""`nnUNetTrainerDino`: the one place that knows how a frozen-DINO network lives in nnU-Net 2.8.
+
+Per-paper trainers only declare data (class attributes): the network class, the backbone, the
+paper's optimiser. This base owns every integration rule, hook by hook:
+
+- `__init__` (exact 2.8.1 signature): refuses non-2D configurations *before* nnU-Net creates any
+  folder; resolves the weights (refusing to start without them); rounds the 2D patch to a multiple
+  of the ViT patch (and of the adapter's stride) *in the plans*, so `nnUNetv2_predict` tiles with it.
+- `build_network_architecture` (classmethod, also called by the predictor with no trainer
+  instance): builds the network from class attributes plus the record kept in the plans.
+- `initialize`: loads the backbone weights after nnU-Net built (and maybe compiled) the network,
+  and records backbone, weights and the position-embedding resize rule in the plans.
+- `configure_optimizers`: trainable parameters only (the frozen backbone never enters the
+  optimiser), no weight decay on biases/norms/embeddings, warm-up + poly or constant schedule.
+- `set_deep_supervision_enabled`: a no-op (the networks return one full-resolution output).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Dict, Type
+
+import torch
+from torch import nn
+from torch._dynamo import OptimizedModule
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+
+from ..backbones import BackboneSpec, get_backbone_spec, load_backbone_weights, locate_weights
+from ..networks.base import DinoSegmentationNetwork, count_parameters
+from ..plans import PLANS_RECORD_KEY, rounded_patch_size, update_configuration
+from .schedules import EpochLRSchedule
+
+RANDOM_BACKBONE_BANNER = (
+    "\n" + "!" * 78 + "\n"
+    "!! RANDOM FROZEN BACKBONE: nnUNet_dino_weights=random. The DINO encoder has random weights,\n"
+    "!! so this model shows that the pipeline runs, NOT what the method can do. Results are not\n"
+    "!! comparable to the papers. Point nnUNet_dino_weights at real DINO weights for real work.\n"
+    + "!" * 78)
+
+
+def _unsupported_configuration(trainer_name: str, configuration: str, ndim: int) -> ValueError:
+    return ValueError(
+        f"{trainer_name} segments 2D images, but configuration '{configuration}' is {ndim}D. "
+        f"Use the '2d' configuration: `nnUNetv2_train DATASET 2d FOLD -tr {trainer_name}`. "
+        f"nnU-Net's 2d configuration segments 3D volumes slice by slice.")
+
+
+class nnUNetTrainerDino(nnUNetTrainer):
+    # --- what a per-paper trainer declares ---------------------------------------------------
+    network_class: Type[DinoSegmentationNetwork] = None
+    backbone: str = None
+    network_kwargs: Dict[str, object] = {}
+    optimizer_name: str = "adamw"           # 'adamw' or 'sgd' (nesterov, momentum 0.99)
+    learning_rate: float = 1e-4
+    weight_decay_value: float = 1e-4
+    lr_schedule: str = "poly"               # 'poly' or 'constant'
+    warmup_epochs: int = 0
+    debug_run: bool = False                 # `_debug` twins: 2 short epochs, for tests
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        self._check_configuration(plans, configuration)  # before nnU-Net writes anything
+        self.weights_source = locate_weights(self.backbone_spec())  # refuse early, write nothing
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = False
+        self.initial_lr = self.learning_rate
+        self.weight_decay = self.weight_decay_value
+        if self.debug_run:
+            self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 2, 15, 2
+            self.save_every = 1
+        patch = rounded_patch_size(self.configuration_manager.patch_size, self.patch_multiple())
+        if tuple(patch) != tuple(self.configuration_manager.patch_size):
+            self.print_to_log_file(f"nnunet-dino: patch size {self.configuration_manager.patch_size} -> "
+                                   f"{list(patch)} (multiple of {self.patch_multiple()}), written to the plans")
+        self.plans_manager, self.configuration_manager = update_configuration(
+            self.plans_manager, configuration, patch_size=list(patch))
+        self.print_to_log_file(f"nnunet-dino: backbone {self.backbone}, weights: {self.weights_source.describe()}")
+        if self.weights_source.is_random:
+            self.print_to_log_file(RANDOM_BACKBONE_BANNER)
+
+    # --- declarations resolved -----------------------------------------------------------------
+    @classmethod
+    def backbone_spec(cls) -> BackboneSpec:
+        if cls.network_class is None or cls.backbone is None:
+            raise TypeError(f"{cls.__name__} must declare network_class and backbone")
+        return get_backbone_spec(cls.backbone)
+
+    @classmethod
+    def patch_multiple(cls) -> int:
+        return math.lcm(cls.backbone_spec().patch_size, cls.network_class.extra_pad_multiple)
+
+    @classmethod
+    def _check_configuration(cls, plans: dict, configuration: str) -> None:
+        configurations = plans.get("configurations", {})
+        if configuration not in configurations:
+            raise ValueError(f"configuration '{configuration}' is not in the plans; available: "
+                             f"{', '.join(configurations)}")
+        ndim = len(PlansManager(plans).get_configuration(configuration).patch_size)
+        if ndim != 2:
+            raise _unsupported_configuration(cls.__name__, configuration, ndim)
+
+    # --- network ---------------------------------------------------------------------------------
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        """Deterministic from plans + class attributes (the predictor calls it without an instance).
+        Loads no weights: training loads them in `initialize`, prediction from the checkpoint."""
+        ndim = len(configuration_manager.patch_size)
+        if ndim != 2:
+            raise _unsupported_configuration(cls.__name__, "this", ndim)
+        record = configuration_manager.configuration.get(PLANS_RECORD_KEY, {})
+        if record.get("weights", {}).get("format") == "random":
+            warnings.warn(RANDOM_BACKBONE_BANNER + "\nThis model was trained on a random frozen backbone.",
+                          stacklevel=2)
+        # nnU-Net's rgb_to_0_1 gives [0, 1] RGB: apply the ImageNet affine DINO was trained with.
+        imagenet = num_input_channels == 3 and all(
+            n == "RGBTo01Normalization" for n in configuration_manager.normalization_schemes)
+        return cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,
+                                 backbone=cls.backbone, imagenet_normalize=imagenet,
+                                 pos_embed_resize=record.get("pos_embed_resize", "meta"),
+                                 **cls.network_kwargs)
+
+    @property
+    def unwrapped_network(self) -> DinoSegmentationNetwork:
+        net = self.network.module if self.is_ddp else self.network
+        return net._orig_mod if isinstance(net, OptimizedModule) else net
+
+    def initialize(self):
+        super().initialize()
+        net = self.unwrapped_network
+        info = load_backbone_weights(net.backbone, self.weights_source)
+        record = {"backbone": self.backbone, "network": f"{type(net).__module__}.{type(net).__name__}",
+                  "pos_embed_resize": net.backbone.pos_embed_resize, "weights": info}
+        self.plans_manager, self.configuration_manager = update_configuration(
+            self.plans_manager, self.configuration_name, **{PLANS_RECORD_KEY: record})
+        trainable, total = count_parameters(net)
+        self.print_to_log_file(f"nnunet-dino: {type(net).__name__} parameters: trainable {trainable:,} / total "
+                               f"{total:,} ({100 * trainable / total:.1f} % trainable); frozen backbone "
+                               f"{net.backbone.spec.label}; weights {info['format']} from {info['path'] or '-'}")
+        if self.weights_source.is_random:
+            self.print_to_log_file(RANDOM_BACKBONE_BANNER)
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        pass  # one full-resolution output; nnU-Net toggles this around validation regardless
+
+    # --- optimisation ----------------------------------------------------------------------------
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.network.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        if self.optimizer_name == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=self.initial_lr)
+        elif self.optimizer_name == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=self.initial_lr, momentum=0.99, nesterov=True)
+        else:
+            raise ValueError(f"optimizer_name must be 'adamw' or 'sgd', got {self.optimizer_name!r}")
+        schedule = EpochLRSchedule(optimizer, self.initial_lr, self.num_epochs, self.lr_schedule,
+                                   self.warmup_epochs)
+        return optimizer, schedule
