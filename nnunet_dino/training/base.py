@@ -70,6 +70,7 @@ class nnUNetTrainerDino(nnUNetTrainer):
         if self.debug_run:
             self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 2, 15, 2
             self.save_every = 1
+            self.warmup_epochs = 0
         patch = rounded_patch_size(self.configuration_manager.patch_size, self.patch_multiple())
         if tuple(patch) != tuple(self.configuration_manager.patch_size):
             self.print_to_log_file(f"nnunet-dino: patch size {self.configuration_manager.patch_size} -> "
