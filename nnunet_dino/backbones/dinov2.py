@@ -1,8 +1,7 @@
 """DINOv2 family (Oquab et al. 2023): learned absolute position embedding, patch 14.
 
 Holds the registry rows, the token embedding with the three position-embedding resize rules in
-use (Meta's, Hugging Face's, timm's), and the Hugging Face -> timm key conversion.
-Meta's official `.pth` layout is converted by timm's own `checkpoint_filter_fn`.
+use (Meta's, Hugging Face's, timm's), and the Meta / Hugging Face -> timm key conversions.
 """
 from __future__ import annotations
 
@@ -173,16 +172,19 @@ def hf_to_timm(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return out
 
 
-def meta_to_timm(state: Dict[str, torch.Tensor], vit) -> Dict[str, torch.Tensor]:
-    """Official DINOv2 `.pth` -> timm, through timm's own converter (drops mask_token, folds
-    register tokens, renames SwiGLU w12/w3)."""
-    from timm.models.vision_transformer import checkpoint_filter_fn
-    state = unchunk_blocks(state)
-    out = checkpoint_filter_fn(dict(state), vit)
-    # timm silently resamples a pos-embed / patch kernel of another size (antialiased), which no
-    # longer matches Meta's model; keep the file's tensors so the strict check reports the mismatch
-    if "pos_embed" in state:
-        out["pos_embed"] = state["pos_embed"][:, 1:] if "register_tokens" in state else state["pos_embed"]
-    if "patch_embed.proj.weight" in state:
-        out["patch_embed.proj.weight"] = state["patch_embed.proj.weight"]
-    return out
+_MLP_RENAME = re.compile(r"\.mlp\.(w12|w3)\.")
+_MLP_NAMES = {"w12": "fc1", "w3": "fc2"}  # giant: packed [gate; up] and down projections
+
+
+def meta_to_timm(state: Dict[str, torch.Tensor], vit=None) -> Dict[str, torch.Tensor]:
+    """Official DINOv2 `.pth` -> timm VisionTransformer. The layout is timm's but for the mask token
+    (pre-training only), the registers and the giant's SwiGLU names. Written here rather than through
+    timm's `checkpoint_filter_fn`, which silently resamples a pos-embed or patch kernel of another size
+    (antialiased, so no longer Meta's model) or crashes on one it cannot: the strict check reports them."""
+    out = {k: v for k, v in unchunk_blocks(state).items() if k != "mask_token"}
+    if "register_tokens" in out:  # timm's reg4 models keep no pos-embed slot for the prefix tokens
+        out["reg_token"] = out.pop("register_tokens")
+        if "pos_embed" in out and "cls_token" in out:
+            out["cls_token"] = out["cls_token"] + out["pos_embed"][:, :1]
+            out["pos_embed"] = out["pos_embed"][:, 1:]
+    return {_MLP_RENAME.sub(lambda m: f".mlp.{_MLP_NAMES[m.group(1)]}.", k): v for k, v in out.items()}

@@ -65,7 +65,8 @@ class FrozenDinoBackbone(nn.Module):
     def depth(self) -> int:
         return len(self.vit.blocks)
 
-    def _autocast(self, x: torch.Tensor):
+    def autocast(self, x: torch.Tensor):
+        """bf16 autocast on CUDA for frozen-backbone work (DINOv3 was trained in bf16); no-op on CPU."""
         if self.bf16_on_cuda and x.is_cuda:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
@@ -105,7 +106,7 @@ class FrozenDinoBackbone(nn.Module):
         taps = list(self.spec.default_taps if taps is None else taps)
         if not taps or min(taps) < 0 or max(taps) >= self.depth:
             raise ValueError(f"taps must be block indices in [0, {self.depth}), got {taps}")
-        with torch.no_grad(), self._autocast(x):
+        with torch.no_grad(), self.autocast(x):
             tokens, rope, grid = self.embed(x)
             maps, done = [], 0
             for tap in sorted(set(taps)):

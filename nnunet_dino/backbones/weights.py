@@ -70,14 +70,17 @@ def locate_weights(spec: BackboneSpec, setting: Optional[str] = None) -> Weights
         return WeightsSource("random")
     if setting.lower() == "hub":
         if not spec.timm_hub_id:
-            raise WeightsError(f"backbone {spec.name} has no hub id; give a local file instead")
+            raise WeightsError(f"backbone {spec.name} has no hub id; set {WEIGHTS_ENV_VAR} to a local "
+                               f"weights file or folder instead")
         return WeightsSource("hub", spec.timm_hub_id)
     path = os.path.abspath(os.path.expanduser(setting))
     if os.path.isfile(path):
         return WeightsSource("file", path)
     if not os.path.isdir(path):
-        raise WeightsError(f"{WEIGHTS_ENV_VAR}={setting!r} does not exist. Point it at a folder holding "
-                           f"the published weight files, at one weights file, or set it to 'random'.")
+        raise WeightsError(f"{WEIGHTS_ENV_VAR}={setting!r}: {path} does not exist. Point it at a folder "
+                           f"holding the published weights ({', '.join(spec.weight_files)}), at one weights "
+                           f"file, or set it to 'random' (tests and demos only). Get the weights from "
+                           f"{_WHERE_TO_GET[spec.family]}.")
     if os.path.isfile(os.path.join(path, "config.json")):
         return WeightsSource("folder", path)
     for pattern in spec.weight_files:
@@ -122,9 +125,10 @@ def _unwrap(state, path: str) -> Dict[str, torch.Tensor]:
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path} does not hold a state dict of tensors; give a model weights file.")
-    for prefix in ("module.", "backbone."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    if any(k.startswith("backbone.") for k in state):  # training checkpoints: keep the ViT, drop the heads
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     return state
 
 

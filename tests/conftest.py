@@ -1,0 +1,31 @@
+"""Shared fixtures: one tiny synthetic 2D dataset, planned and preprocessed once per session."""
+import os
+
+import pytest
+
+from nnunet_helpers import clean_environment
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def synthetic_2d(tmp_path_factory):
+    """nnU-Net folders holding Dataset990_Synth2D (10 + 2 grey 64x80 PNGs), planned + preprocessed."""
+    from nnunet_dino.datasets.synthetic import make_synthetic_2d
+    from nnunet_dino.pipeline import nnunet_environment, plan_and_preprocess
+    work = str(tmp_path_factory.mktemp("nnunet_2d"))
+    env = nnunet_environment(work, clean_environment())
+    folder = make_synthetic_2d(env["nnUNet_raw"], 990)
+    plan_and_preprocess(990, env)
+    return {"env": env, "dataset": os.path.basename(folder), "raw_folder": folder, "work": work}
+
+
+@pytest.fixture
+def nnunet_paths(monkeypatch, synthetic_2d, tmp_path):
+    """In-process nnU-Net paths: the shared preprocessed data, a fresh results folder per test."""
+    env = synthetic_2d["env"]
+    monkeypatch.setenv("nnUNet_raw", env["nnUNet_raw"])
+    monkeypatch.setenv("nnUNet_preprocessed", env["nnUNet_preprocessed"])
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    return synthetic_2d

@@ -1,0 +1,40 @@
+"""Shared helpers for tests that drive nnU-Net (kept out of conftest so tests import them)."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict
+
+import torch
+
+PLUGIN_ENV_VARS = ("nnUNet_extTrainer", "nnUNet_dino_weights", "nnUNet_raw", "nnUNet_preprocessed",
+                   "nnUNet_results", "nnUNet_n_proc_DA", "nnUNet_compile")
+
+
+def clean_environment(**extra: str) -> Dict[str, str]:
+    """os.environ without anything nnU-Net/nnunet-dino specific: a user's fresh shell."""
+    env = {k: v for k, v in os.environ.items() if k not in PLUGIN_ENV_VARS}
+    env.update(extra)
+    return env
+
+
+def make_trainer(trainer_class, preprocessed_root: str, dataset_name: str, fold: int = 0,
+                 configuration: str = "2d"):
+    """Instantiate a trainer in-process the way nnUNetv2_train does (plans + dataset.json).
+    nnU-Net's paths are read lazily from the environment: set them (monkeypatch) first."""
+    folder = os.path.join(preprocessed_root, dataset_name)
+    plans = json.load(open(os.path.join(folder, "nnUNetPlans.json")))
+    plans["continue_training"] = False
+    dataset_json = json.load(open(os.path.join(folder, "dataset.json")))
+    return trainer_class(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json,
+                         device=torch.device("cpu"))
+
+
+def foreground_dice_baseline(summary: dict) -> Dict[str, float]:
+    """Dice of the trivial 'everything is class c' prediction, per class: 2 n_c / (n_c + N)."""
+    out = {}
+    for label, m in summary["mean"].items():
+        total = m["TP"] + m["FN"] + m["FP"] + m["TN"]
+        n_ref = m["n_ref"]
+        out[label] = 2 * n_ref / (n_ref + total) if total else 0.0
+    return out

@@ -1,0 +1,85 @@
+"""The trainer base's integration rules, exercised in-process on a real preprocessed dataset."""
+import copy
+import json
+import os
+
+import pytest
+import torch
+
+from nnunet_dino.backbones import WeightsError
+from nnunet_dino.training.trainers import nnUNetTrainerSegDINO_debug
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+from nnunet_helpers import make_trainer
+
+
+class SegDINOOnDinov2Trainer(nnUNetTrainerSegDINO_debug):
+    """Test-only: a patch-14 backbone, so the 64x80 plan must be rounded (to 70x84)."""
+    backbone = "dinov2_vits14"
+
+
+def _results_written(tmp_path) -> list:
+    root = tmp_path / "results"
+    return [str(p) for p in root.rglob("*")] if root.exists() else []
+
+
+def test_refuses_3d_configuration_before_writing_anything(nnunet_paths, monkeypatch, tmp_path):
+    monkeypatch.setenv("nnUNet_dino_weights", "random")
+    folder = os.path.join(nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])
+    plans = json.load(open(os.path.join(folder, "nnUNetPlans.json")))
+    plans["configurations"]["3d_fullres"] = dict(copy.deepcopy(plans["configurations"]["2d"]),
+                                                 patch_size=[8, 64, 80], spacing=[3.0, 1.0, 1.0])
+    plans["continue_training"] = False
+    with pytest.raises(ValueError) as err:
+        nnUNetTrainerSegDINO_debug(plans, "3d_fullres", 0, json.load(open(os.path.join(folder, "dataset.json"))),
+                                   torch.device("cpu"))
+    assert "3d_fullres" in str(err.value) and "2d" in str(err.value) and "slice by slice" in str(err.value)
+    assert _results_written(tmp_path) == []
+
+
+def test_refuses_to_start_without_weights_and_writes_nothing(nnunet_paths, monkeypatch, tmp_path):
+    monkeypatch.delenv("nnUNet_dino_weights", raising=False)
+    with pytest.raises(WeightsError) as err:
+        make_trainer(nnUNetTrainerSegDINO_debug, nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])
+    message = str(err.value)
+    assert "nnUNet_dino_weights" in message and "random" in message and "dinov3_vits16" in message
+    assert _results_written(tmp_path) == []
+
+
+def test_patch_size_is_rounded_in_the_plans_themselves(nnunet_paths, monkeypatch):
+    monkeypatch.setenv("nnUNet_dino_weights", "random")
+    trainer = make_trainer(SegDINOOnDinov2Trainer, nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])
+    assert trainer.plans_manager.plans["configurations"]["2d"]["patch_size"] == [70, 84]
+    assert list(trainer.configuration_manager.patch_size) == [70, 84]
+
+
+def test_training_steps_touch_only_trainable_parameters(nnunet_paths, monkeypatch, tmp_path):
+    monkeypatch.setenv("nnUNet_dino_weights", "random")
+    trainer = make_trainer(nnUNetTrainerSegDINO_debug, nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])
+    trainer.on_train_start()  # initialize + dataloaders + plans.json into the results folder
+    net = trainer.unwrapped_network
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    trainable = {id(p) for p in net.parameters() if p.requires_grad}
+    assert optimised == trainable and trainable
+    assert not any(id(p) in optimised for p in net.backbone.parameters())
+    backbone_before = {k: v.clone() for k, v in net.backbone.state_dict().items()}
+    head_before = {k: v.clone() for k, v in net.head.state_dict().items()}
+    trainer.network.train()  # what nnU-Net does every epoch
+    assert not net.backbone.vit.training and net.head.training
+    losses = [float(trainer.train_step(next(trainer.dataloader_train))["loss"]) for _ in range(2)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert all(torch.equal(v, net.backbone.state_dict()[k]) for k, v in backbone_before.items())
+    assert any(not torch.equal(v, net.head.state_dict()[k]) for k, v in head_before.items())
+    trainer.set_deep_supervision_enabled(False)  # nnU-Net calls this around validation
+
+    # the saved plans carry the record, and rebuild exactly this network (as nnUNetv2_predict does)
+    saved = json.load(open(os.path.join(trainer.output_folder_base, "plans.json")))
+    record = saved["configurations"]["2d"]["nnunet_dino"]
+    assert record["backbone"] == "dinov3_vits16" and record["weights"]["format"] == "random"
+    pm = PlansManager(saved)
+    with pytest.warns(UserWarning, match="RANDOM FROZEN BACKBONE"):
+        rebuilt = nnUNetTrainerSegDINO_debug.build_network_architecture(
+            pm, pm.get_configuration("2d"), 1, trainer.label_manager.num_segmentation_heads, False)
+    rebuilt.load_state_dict(net.state_dict(), strict=True)
+    x = torch.randn(1, 1, 64, 80)
+    net.eval(), rebuilt.eval()
+    assert torch.equal(net(x), rebuilt(x))
