@@ -7,7 +7,6 @@ after its final LayerNorm, patch tokens only. Run with `-s` to print the measure
 """
 from __future__ import annotations
 
-import inspect
 import os
 from functools import partial
 
