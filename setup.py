@@ -47,11 +47,12 @@ setup(
         "timm>=1.0.20,<1.0.23",
         "safetensors>=0.4",
         "numpy>=1.24",
+        "scipy>=1.10",
         "SimpleITK>=2.2.1",
     ],
     extras_require={
         "hub": ["huggingface_hub>=0.20"],
-        "test": ["pytest>=8", "transformers>=4.56"],
+        "test": ["pytest>=8", "transformers>=4.56", "medpy>=0.5"],
     },
     entry_points={"console_scripts": ["nnunet-dino=nnunet_dino.cli:main"]},
 )

@@ -26,6 +26,44 @@ def _demo(args) -> int:
     return 0
 
 
+def _evaluate(args) -> int:
+    from .evaluation import evaluate_folders, format_class_table
+    try:
+        summary = evaluate_folders(args.gt_dir, args.pred_dir, args.dataset_json, output_dir=args.output,
+                                   num_processes=args.num_processes,
+                                   allow_missing_predictions=args.allow_missing_predictions)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"nnunet-dino evaluate: error: {error}", file=sys.stderr)
+        return 2
+    print(format_class_table(summary))
+    print(f"{len(summary['metric_per_case'])} cases; metrics_summary.json and CSVs in "
+          f"{args.output or args.pred_dir}")
+    return 0
+
+
+def _make_dataset(args) -> int:
+    import os
+    from .datasets.colin27 import format_summary, make_colin27_dataset
+    raw = args.raw or os.environ.get("nnUNet_raw")
+    if not raw:
+        print("nnunet-dino make-dataset: error: set nnUNet_raw or pass --raw DIR", file=sys.stderr)
+        return 2
+    try:
+        result = make_colin27_dataset(raw, args.id, name=args.name, slab=args.slab, test_slabs=args.test_slabs,
+                                      downsample=args.downsample, overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"nnunet-dino make-dataset: error: {error}", file=sys.stderr)
+        return 2
+    print(format_summary(result, raw))
+    return 0
+
+
+def _plan(args) -> int:
+    from .planning import plan_with_preset
+    plan_with_preset(args.dataset, args.preset, target_shape=args.target, num_processes=args.np)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunet-dino", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -34,11 +72,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("env", help="print the nnUNet_extTrainer export line (or --path: the folder)")
     p.add_argument("--path", action="store_true", help="print only the trainer folder")
     p.set_defaults(func=_env)
+    p = sub.add_parser("plan", help="plan (and preprocess) a dataset with a preset nnU-Net cannot find by -pl")
+    p.add_argument("-d", "--dataset", type=int, required=True, help="dataset id")
+    p.add_argument("--preset", default="dinounet512", choices=["dinounet512"],
+                   help="dinounet512: Dino U-Net's recipe (median slice -> 512x512, patch 512x512, 4 stages)")
+    p.add_argument("--target", type=int, nargs=2, default=[512, 512], metavar=("H", "W"),
+                   help="in-plane target shape (default 512 512, the paper's)")
+    p.add_argument("-np", type=int, default=2, help="processes for preprocessing (default 2)")
+    p.set_defaults(func=_plan)
     p = sub.add_parser("demo", help="plan -> train -> predict -> evaluate on the built-in demo data (CPU)")
     p.add_argument("--output", default="demo_output", help="output folder (default: demo_output)")
     p.add_argument("--trainer", default="nnUNetTrainerSegDINO_debug", help="plugin trainer to run")
     p.add_argument("--keep", action="store_true", help="reuse an existing output folder's dataset/plans")
     p.set_defaults(func=_demo)
+    p = sub.add_parser("evaluate", help="per-class Dice, HD95 and ASD (mm) of a prediction folder -> JSON + CSV")
+    p.add_argument("gt_dir", help="folder of reference segmentations")
+    p.add_argument("pred_dir", help="folder of predicted segmentations (same file names)")
+    p.add_argument("-d", "--dataset-json", required=True, help="dataset.json (labels, file_ending)")
+    p.add_argument("-o", "--output", default=None, help="output folder (default: PRED_DIR, beside summary.json)")
+    p.add_argument("-np", "--num-processes", type=int, default=1, help="worker processes (default: 1)")
+    p.add_argument("--allow-missing-predictions", action="store_true",
+                   help="evaluate only the references that have a prediction (e.g. one fold vs labelsTr)")
+    p.set_defaults(func=_evaluate)
+    p = sub.add_parser("make-dataset", help="build a real nnU-Net raw dataset (colin27: Colin27 T1 + AAL structures)")
+    p.add_argument("dataset", choices=["colin27"], help="colin27: axial slabs of the mricron-data brain")
+    p.add_argument("--id", type=int, default=901, help="nnU-Net dataset id (default: 901)")
+    p.add_argument("--name", default=None, help="dataset name (default: Colin27AAL, or Colin27AAL<N>mm)")
+    p.add_argument("--slab", type=int, default=6, help="slab (case) thickness in mm (default: 6)")
+    p.add_argument("--test-slabs", type=int, default=4, help="held-out test slabs, spread evenly (default: 4)")
+    p.add_argument("--downsample", type=int, default=1, help="N mm isotropic voxels instead of 1 mm (default: 1)")
+    p.add_argument("--raw", default=None, help="nnU-Net raw folder (default: $nnUNet_raw)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id and name")
+    p.set_defaults(func=_make_dataset)
     return parser
 
 

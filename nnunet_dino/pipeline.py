@@ -54,17 +54,19 @@ def plan_and_preprocess(dataset_id: int, env: Dict[str, str], log_path: Optional
                      "-npfp", "1", "--verify_dataset_integrity"], env, log_path)
 
 
-def train(dataset_id: int, trainer: str, env: Dict[str, str], fold: int = 0, device: str = "cpu",
-          log_path: Optional[str] = None, extra: List[str] = ()) -> float:
+def train(dataset_id: int, trainer: str, env: Dict[str, str], fold=0, device: str = "cpu",
+          log_path: Optional[str] = None, plans: str = "nnUNetPlans", extra: List[str] = ()) -> float:
     env = dict(env, nnUNet_n_proc_DA=env.get("nnUNet_n_proc_DA", "0"))
-    return run_step(["nnUNetv2_train", str(dataset_id), "2d", str(fold), "-tr", trainer, "-device", device,
-                     *extra], env, log_path)
+    return run_step(["nnUNetv2_train", str(dataset_id), "2d", str(fold), "-tr", trainer, "-p", plans,
+                     "-device", device, *extra], env, log_path)
 
 
 def predict(dataset_id: int, trainer: str, input_dir: str, output_dir: str, env: Dict[str, str],
-            fold: int = 0, device: str = "cpu", log_path: Optional[str] = None) -> float:
+            folds=(0,), device: str = "cpu", log_path: Optional[str] = None, plans: str = "nnUNetPlans",
+            extra: List[str] = ()) -> float:
     return run_step(["nnUNetv2_predict", "-i", input_dir, "-o", output_dir, "-d", str(dataset_id), "-c", "2d",
-                     "-tr", trainer, "-f", str(fold), "-device", device, "-npp", "1", "-nps", "1"], env, log_path)
+                     "-tr", trainer, "-p", plans, "-f", *[str(f) for f in folds], "-device", device,
+                     "-npp", "1", "-nps", "1", *extra], env, log_path)
 
 
 def evaluate(gt_dir: str, pred_dir: str, dataset_json: str, plans_json: str, env: Dict[str, str],

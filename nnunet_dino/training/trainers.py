@@ -2,6 +2,7 @@
 `nnUNetv2_predict` resolves them by name. Each `_debug` twin runs 2 short epochs (tests)."""
 from __future__ import annotations
 
+from ..networks.dino_unet import DinoUNet
 from ..networks.segdino import SegDINO
 from ..networks.udfa import UDFA
 from .base import nnUNetTrainerDino
@@ -15,6 +16,10 @@ __all__ = [
     "nnUNetTrainerUDFA_G", "nnUNetTrainerUDFA_G_debug",
     "nnUNetTrainerUDFA_LGFA2", "nnUNetTrainerUDFA_LGFA2_debug",
     "nnUNetTrainerUDFA_LGFA6", "nnUNetTrainerUDFA_LGFA6_debug",
+    "nnUNetTrainerDinoUNet", "nnUNetTrainerDinoUNet_debug",
+    "nnUNetTrainerDinoUNet_B", "nnUNetTrainerDinoUNet_B_debug",
+    "nnUNetTrainerDinoUNet_L", "nnUNetTrainerDinoUNet_L_debug",
+    "nnUNetTrainerDinoUNet_7B", "nnUNetTrainerDinoUNet_7B_debug",
 ]
 
 
@@ -97,4 +102,45 @@ class nnUNetTrainerUDFA_LGFA2_debug(nnUNetTrainerUDFA_LGFA2):
 
 
 class nnUNetTrainerUDFA_LGFA6_debug(nnUNetTrainerUDFA_LGFA6):
+    debug_run = True
+
+
+# --- Dino U-Net (arXiv 2508.20909): DINOv3 + deformable-attention adapter + FAPM + nnU-Net decoder.
+# As the official code runs: nnU-Net's SGD (Nesterov, momentum 0.99), weight decay 3e-5, lr 1e-3, poly.
+# Its 512 x 512 / 4-stage planning: `nnunet-dino plan -d ID --preset dinounet512`, then `-p nnUNetPlansDinoUNet512`.
+class nnUNetTrainerDinoUNet(nnUNetTrainerDino):
+    network_class = DinoUNet
+    backbone = "dinov3_vits16"
+    optimizer_name = "sgd"
+    learning_rate = 1e-3
+    weight_decay_value = 3e-5
+    lr_schedule = "poly"
+
+
+class nnUNetTrainerDinoUNet_B(nnUNetTrainerDinoUNet):
+    backbone = "dinov3_vitb16"
+
+
+class nnUNetTrainerDinoUNet_L(nnUNetTrainerDinoUNet):
+    backbone = "dinov3_vitl16"
+
+
+class nnUNetTrainerDinoUNet_7B(nnUNetTrainerDinoUNet):
+    backbone = "dinov3_vit7b16"
+    network_kwargs = {"gradient_checkpointing": True}  # the 227 M-parameter adapter, as the official code
+
+
+class nnUNetTrainerDinoUNet_debug(nnUNetTrainerDinoUNet):
+    debug_run = True
+
+
+class nnUNetTrainerDinoUNet_B_debug(nnUNetTrainerDinoUNet_B):
+    debug_run = True
+
+
+class nnUNetTrainerDinoUNet_L_debug(nnUNetTrainerDinoUNet_L):
+    debug_run = True
+
+
+class nnUNetTrainerDinoUNet_7B_debug(nnUNetTrainerDinoUNet_7B):
     debug_run = True

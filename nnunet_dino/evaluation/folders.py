@@ -1,0 +1,191 @@
+"""Evaluate a folder of predictions against a folder of references, as nnU-Net's evaluator does.
+
+Files are read with the reader/writer nnU-Net picks from dataset.json (NIfTI, PNG, ...), paired by
+file name, and scored with `metrics.case_metrics`. Outputs, beside nnU-Net's `summary.json` by
+default (the prediction folder):
+
+* `metrics_summary.json`: nnU-Net's summary layout (`metric_per_case` with `reference_file`,
+  `prediction_file`, `metrics` {class key: {Dice, IoU, HD95, ASD, TP, ...}}, `mean`,
+  `foreground_mean`) plus `sd`, `counts` (empty cases), `label_names` and `units`.
+  NaN is written as JSON `null` so the file is valid JSON for any parser.
+* `metrics_per_case.csv`: one row per case and class; `metrics_per_class.csv`: mean and SD per class.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import multiprocessing
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .metrics import (SUMMARY_METRICS, EvaluatedClass, case_metrics, classes_from_labels,
+                      empty_status, ignore_label_from_labels, summarise)
+
+SUMMARY_FILE = "metrics_summary.json"
+PER_CASE_CSV = "metrics_per_case.csv"
+PER_CLASS_CSV = "metrics_per_class.csv"
+CSV_METRIC_COLUMNS = {"Dice": "Dice", "IoU": "IoU", "HD95": "HD95_mm", "ASD": "ASD_mm"}
+EMPTY_POLICY = ("both masks empty: Dice/IoU/HD95/ASD NaN, excluded from means (n_both_empty); "
+                "one mask empty: Dice/IoU 0 (in the mean), HD95/ASD NaN, excluded from the distance means "
+                "(n_reference_empty_only, n_prediction_empty_only)")
+
+
+def pair_case_files(gt_dir: str, pred_dir: str, file_ending: str,
+                    allow_missing_predictions: bool = False) -> List[Tuple[str, str]]:
+    """(reference path, prediction path) per case, matched by file name; ValueError lists the unmatched."""
+    def listing(folder: str) -> set:
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"not a folder: {folder}")
+        return {f for f in os.listdir(folder) if f.endswith(file_ending) and os.path.isfile(os.path.join(folder, f))}
+
+    references, predictions = listing(gt_dir), listing(pred_dir)
+    problems = []
+    if predictions - references:
+        problems.append(f"{len(predictions - references)} prediction file(s) without a reference in {gt_dir}: "
+                        + ", ".join(sorted(predictions - references)))
+    if references - predictions and not allow_missing_predictions:
+        problems.append(f"{len(references - predictions)} reference file(s) without a prediction in {pred_dir}: "
+                        + ", ".join(sorted(references - predictions)))
+    if problems:
+        raise ValueError("cannot pair reference and prediction files by name:\n  " + "\n  ".join(problems))
+    matched = sorted(references & predictions)
+    if not matched:
+        raise ValueError(f"no '{file_ending}' files to evaluate in {pred_dir} and {gt_dir}")
+    return [(os.path.join(gt_dir, f), os.path.join(pred_dir, f)) for f in matched]
+
+
+def spatial_label_map(seg: np.ndarray, spacing: Sequence[float]) -> Tuple[np.ndarray, Tuple[float, ...]]:
+    """nnU-Net's (1, *spatial) float segmentation as an int array without its singleton axes.
+
+    A 2D image arrives as (1, 1, H, W) with a dummy spacing of 999 on the first axis; dropping
+    size-1 axes gives a true 2D map, so in-plane borders are not all counted as surface.
+    """
+    spatial = seg[0]
+    keep = [axis for axis, n in enumerate(spatial.shape) if n > 1]
+    squeezed = spatial.reshape([spatial.shape[a] for a in keep]).astype(np.int32)
+    return squeezed, tuple(float(spacing[a]) for a in keep)
+
+
+def _evaluate_pair(reference_file: str, prediction_file: str, reader_writer, classes: Sequence[EvaluatedClass],
+                   ignore_label: Optional[int]) -> dict:
+    reference, ref_props = reader_writer.read_seg(reference_file)
+    prediction, pred_props = reader_writer.read_seg(prediction_file)
+    if reference.shape != prediction.shape:
+        raise ValueError(f"shape mismatch: {reference_file} {reference.shape[1:]} vs "
+                         f"{prediction_file} {prediction.shape[1:]}")
+    if not np.allclose(ref_props["spacing"], pred_props["spacing"], rtol=1e-4):
+        raise ValueError(f"spacing mismatch: {reference_file} {list(ref_props['spacing'])} vs "
+                         f"{prediction_file} {list(pred_props['spacing'])}")
+    reference, spacing = spatial_label_map(reference, ref_props["spacing"])
+    prediction, _ = spatial_label_map(prediction, ref_props["spacing"])
+    return {"reference_file": reference_file, "prediction_file": prediction_file, "spacing": list(spacing),
+            "metrics": case_metrics(reference, prediction, spacing, classes, ignore_label)}
+
+
+def _json_ready(obj):
+    """numpy scalars -> Python numbers, NaN -> None (JSON null), recursively."""
+    if isinstance(obj, dict):
+        return {str(k): _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_ready(v) for v in obj]
+    if isinstance(obj, (np.integer, np.bool_)):
+        return obj.item()
+    if isinstance(obj, (float, np.floating)):
+        return None if math.isnan(obj) else float(obj)
+    return obj
+
+
+def _csv_number(value) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def _case_name(path: str, file_ending: str) -> str:
+    return os.path.basename(path)[:-len(file_ending)]
+
+
+def write_csv_tables(summary: dict, classes: Sequence[EvaluatedClass], file_ending: str, output_dir: str) -> None:
+    """`metrics_per_case.csv` (case x class rows) and `metrics_per_class.csv` (mean, SD and counts)."""
+    with open(os.path.join(output_dir, PER_CASE_CSV), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["case", "class_key", "class_name", *CSV_METRIC_COLUMNS.values(),
+                         "n_ref", "n_pred", "TP", "FP", "FN", "TN", "empty", "reference_file", "prediction_file"])
+        for case in summary["metric_per_case"]:
+            for c in classes:
+                m = case["metrics"][c.key]
+                writer.writerow([_case_name(case["reference_file"], file_ending), c.key, c.name,
+                                 *[_csv_number(m[k]) for k in CSV_METRIC_COLUMNS],
+                                 *[m[k] for k in ("n_ref", "n_pred", "TP", "FP", "FN", "TN")],
+                                 empty_status(m), case["reference_file"], case["prediction_file"]])
+    with open(os.path.join(output_dir, PER_CLASS_CSV), "w", newline="") as f:
+        writer = csv.writer(f)
+        count_names = list(next(iter(summary["counts"].values())))
+        writer.writerow(["class_key", "class_name",
+                         *[f"{col}_{stat}" for col in CSV_METRIC_COLUMNS.values() for stat in ("mean", "sd")],
+                         *count_names])
+        for c in classes:
+            stats = [_csv_number(summary[stat][c.key][m]) for m in SUMMARY_METRICS for stat in ("mean", "sd")]
+            writer.writerow([c.key, c.name, *stats, *[summary["counts"][c.key][n] for n in count_names]])
+
+
+def evaluate_folders(gt_dir: str, pred_dir: str, dataset_json_path: str, output_dir: Optional[str] = None,
+                     num_processes: int = 1, allow_missing_predictions: bool = False) -> dict:
+    """Score every prediction in `pred_dir` against the same-named reference in `gt_dir`.
+
+    Writes `metrics_summary.json` and the two CSVs into `output_dir` (default: `pred_dir`, beside
+    nnU-Net's summary.json) and returns the summary (NaN as None, as written). References without a
+    prediction are an error unless `allow_missing_predictions` (e.g. one fold against labelsTr).
+    """
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+
+    with open(dataset_json_path) as f:
+        dataset_json = json.load(f)
+    file_ending = dataset_json["file_ending"]
+    classes = classes_from_labels(dataset_json["labels"])
+    ignore_label = ignore_label_from_labels(dataset_json["labels"])
+    pairs = pair_case_files(gt_dir, pred_dir, file_ending, allow_missing_predictions)
+    reader_writer = determine_reader_writer_from_dataset_json(dataset_json, pairs[0][0], verbose=False)()
+
+    jobs = [(ref, pred, reader_writer, classes, ignore_label) for ref, pred in pairs]
+    if num_processes > 1:
+        # spawn, as nnU-Net's evaluator: forking a process that has torch threads can deadlock
+        with multiprocessing.get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
+            per_case = pool.starmap(_evaluate_pair, jobs)
+    else:
+        per_case = [_evaluate_pair(*job) for job in jobs]
+
+    statistics = summarise([case["metrics"] for case in per_case], classes)
+    summary = _json_ready({"metric_per_case": per_case, **statistics,
+                           "label_names": {c.key: c.name for c in classes},
+                           "units": {"HD95": "mm", "ASD": "mm"}, "empty_mask_policy": EMPTY_POLICY})
+    output_dir = pred_dir if output_dir is None else output_dir
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, SUMMARY_FILE), "w") as f:
+        json.dump(summary, f, indent=2, allow_nan=False)
+    write_csv_tables(summary, classes, file_ending, output_dir)
+    return summary
+
+
+def format_class_table(summary: dict) -> str:
+    """Compact per-class table: Dice, HD95 mm and ASD mm as mean ± SD, and the empty-case counts."""
+    def cell(mean, sd, digits: int) -> str:
+        if mean is None:
+            return "n/a"
+        return f"{mean:.{digits}f}" + ("" if sd is None else f" ± {sd:.{digits}f}")
+
+    names = summary["label_names"]
+    width = max([len(n) for n in names.values()] + [len("foreground mean")])
+    lines = [f"{'class':<{width}}  {'Dice':>15}  {'HD95 mm':>15}  {'ASD mm':>15}  {'cases':>5}  "
+             f"empty both/ref/pred"]
+    for key, name in names.items():
+        mean, sd, n = summary["mean"][key], summary["sd"][key], summary["counts"][key]
+        lines.append(f"{name:<{width}}  {cell(mean['Dice'], sd['Dice'], 3):>15}  "
+                     f"{cell(mean['HD95'], sd['HD95'], 2):>15}  {cell(mean['ASD'], sd['ASD'], 2):>15}  "
+                     f"{n['n_cases']:>5}  {n['n_both_empty']}/{n['n_reference_empty_only']}/"
+                     f"{n['n_prediction_empty_only']}")
+    fg = summary["foreground_mean"]
+    lines.append(f"{'foreground mean':<{width}}  {cell(fg['Dice'], None, 3):>15}  {cell(fg['HD95'], None, 2):>15}  "
+                 f"{cell(fg['ASD'], None, 2):>15}")
+    return "\n".join(lines)
