@@ -15,8 +15,8 @@ PLANS_RECORD_KEY = "nnunet_dino"
 
 
 def rounded_patch_size(patch_size: Sequence[int], multiple: int) -> Tuple[int, ...]:
-    """Each edge to the nearest multiple (at least one multiple)."""
-    return tuple(max(multiple, int(round(s / multiple)) * multiple) for s in patch_size)
+    """Each edge to the nearest multiple, halves rounded up (at least one multiple)."""
+    return tuple(max(multiple, int(s / multiple + 0.5) * multiple) for s in patch_size)
 
 
 def update_configuration(plans_manager: PlansManager, configuration: str,
