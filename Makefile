@@ -4,7 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat constraints-ci.txt setup.py | cksum | cut -d' ' -f1)
 
-.PHONY: setup test demo clean
+MRICRON := /usr/share/mricron/templates/ch2.nii.gz
+
+.PHONY: setup realdata test demo clean
 
 setup: $(STAMP)
 
@@ -17,10 +19,16 @@ $(STAMP): constraints-ci.txt setup.py
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-test: setup
+# Debian's mricron-data (real MRI + atlas) for the demo and the real-data test; optional elsewhere.
+realdata:
+	@test -f $(MRICRON) || (command -v apt-get >/dev/null && \
+	  { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq mricron-data; }) \
+	  || echo "!! could not install mricron-data (not Debian?): the demo uses synthetic data instead"
+
+test: setup realdata
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q -p no:cacheprovider
 
-demo: setup
+demo: setup realdata
 	HF_HUB_OFFLINE=1 $(VENV)/bin/nnunet-dino demo --output demo_output
 
 clean:

@@ -1,4 +1,4 @@
-"""`nnunet-dino` command line: doctor, env, demo (and later: plan, evaluate, onboard, ...)."""
+"""`nnunet-dino` command line: doctor, env, plan, make-dataset, evaluate, demo."""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +22,7 @@ def _env(args) -> int:
 
 def _demo(args) -> int:
     from .demo import run_demo
-    run_demo(args.output, trainer=args.trainer, keep=args.keep)
+    run_demo(args.output, trainer=args.trainer, baseline=args.baseline, dataset=args.dataset, keep=args.keep)
     return 0
 
 
@@ -80,10 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="in-plane target shape (default 512 512, the paper's)")
     p.add_argument("-np", type=int, default=2, help="processes for preprocessing (default 2)")
     p.set_defaults(func=_plan)
-    p = sub.add_parser("demo", help="plan -> train -> predict -> evaluate on the built-in demo data (CPU)")
+    p = sub.add_parser("demo", help="real MRI (mricron-data): plan, train a DINO trainer and nnUNetTrainer "
+                                    "for one CPU budget, predict, evaluate, write report.md + figures")
     p.add_argument("--output", default="demo_output", help="output folder (default: demo_output)")
-    p.add_argument("--trainer", default="nnUNetTrainerSegDINO_debug", help="plugin trainer to run")
-    p.add_argument("--keep", action="store_true", help="reuse an existing output folder's dataset/plans")
+    p.add_argument("--trainer", default="nnUNetTrainerUDFA_S_demo", help="the DINO trainer to run")
+    p.add_argument("--baseline", default="nnUNetTrainer_demo", help="the comparison trainer")
+    p.add_argument("--dataset", default="auto", choices=["auto", "colin27", "synthetic"],
+                   help="auto: Colin27 if mricron-data is installed, else synthetic")
+    p.add_argument("--keep", action="store_true", help="keep an existing output folder's nnU-Net data")
     p.set_defaults(func=_demo)
     p = sub.add_parser("evaluate", help="per-class Dice, HD95 and ASD (mm) of a prediction folder -> JSON + CSV")
     p.add_argument("gt_dir", help="folder of reference segmentations")

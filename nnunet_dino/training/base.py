@@ -32,6 +32,8 @@ from ..networks.base import DinoSegmentationNetwork, count_parameters
 from ..plans import PLANS_RECORD_KEY, rounded_patch_size, update_configuration
 from .schedules import EpochLRSchedule
 
+DEBUG_RUN = (2, 15, 2)  # `_debug` twins: epochs, iterations per epoch, validation iterations
+
 RANDOM_BACKBONE_BANNER = (
     "\n" + "!" * 78 + "\n"
     "!! RANDOM FROZEN BACKBONE: nnUNet_dino_weights=random. The DINO encoder has random weights,\n"
@@ -68,7 +70,7 @@ class nnUNetTrainerDino(nnUNetTrainer):
         self.initial_lr = self.learning_rate
         self.weight_decay = self.weight_decay_value
         if self.debug_run:
-            self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 2, 15, 2
+            self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = DEBUG_RUN
             self.save_every = 1
             self.warmup_epochs = 0
         patch = rounded_patch_size(self.configuration_manager.patch_size, self.patch_multiple())

@@ -2,10 +2,14 @@
 `nnUNetv2_predict` resolves them by name. Each `_debug` twin runs 2 short epochs (tests)."""
 from __future__ import annotations
 
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
 from ..networks.dino_unet import DinoUNet
 from ..networks.segdino import SegDINO
 from ..networks.udfa import UDFA
-from .base import nnUNetTrainerDino
+from .base import DEBUG_RUN, nnUNetTrainerDino
+from .budget import TimeBudgetMixin
 
 __all__ = [
     "nnUNetTrainerSegDINO", "nnUNetTrainerSegDINO_debug",
@@ -20,6 +24,7 @@ __all__ = [
     "nnUNetTrainerDinoUNet_B", "nnUNetTrainerDinoUNet_B_debug",
     "nnUNetTrainerDinoUNet_L", "nnUNetTrainerDinoUNet_L_debug",
     "nnUNetTrainerDinoUNet_7B", "nnUNetTrainerDinoUNet_7B_debug",
+    "nnUNetTrainer_debug", "nnUNetTrainer_demo", "nnUNetTrainerUDFA_S_demo", "nnUNetTrainerSegDINO_demo", "nnUNetTrainerDinoUNet_demo",
 ]
 
 
@@ -144,3 +149,30 @@ class nnUNetTrainerDinoUNet_L_debug(nnUNetTrainerDinoUNet_L):
 
 class nnUNetTrainerDinoUNet_7B_debug(nnUNetTrainerDinoUNet_7B):
     debug_run = True
+
+
+# --- nnU-Net's own trainer, for comparisons at the same short lengths as ours -------------------
+class nnUNetTrainer_debug(nnUNetTrainer):
+    """nnU-Net's own trainer and network, with the `_debug` run length (pipeline tests)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = DEBUG_RUN
+
+
+# --- equal wall-clock budgets (`make demo`): 300 s of training each, epochs of 10 iterations ------
+class nnUNetTrainer_demo(TimeBudgetMixin, nnUNetTrainer):
+    """nnU-Net's own trainer, network and recipe, stopped by the same CPU time budget."""
+
+
+class nnUNetTrainerUDFA_S_demo(TimeBudgetMixin, nnUNetTrainerUDFA_S):
+    warmup_epochs = 2
+
+
+class nnUNetTrainerSegDINO_demo(TimeBudgetMixin, nnUNetTrainerSegDINO):
+    pass
+
+
+class nnUNetTrainerDinoUNet_demo(TimeBudgetMixin, nnUNetTrainerDinoUNet):
+    pass

@@ -1,0 +1,112 @@
+"""The demo's report: a Markdown table per structure (Dice, HD95, ASD for each model), PNG figures of
+test slices (image, ground truth and each model's prediction overlaid), and the facts needed to read
+them honestly (data, weights, training budget, parameter counts)."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+
+def model_facts(model_folder: str, fold: int = 0) -> dict:
+    """Epochs trained and trainable/total parameters of a trained nnU-Net model folder."""
+    import torch
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from .networks.base import count_parameters
+    checkpoint = torch.load(os.path.join(model_folder, f"fold_{fold}", "checkpoint_final.pth"),
+                            map_location="cpu", weights_only=False)  # nnU-Net's own checkpoint format
+    plans = PlansManager(os.path.join(model_folder, "plans.json"))
+    dataset_json = json.load(open(os.path.join(model_folder, "dataset.json")))
+    config = plans.get_configuration(checkpoint["init_args"]["configuration"])
+    trainer = recursive_find_trainer_class_by_name(checkpoint["trainer_name"])
+    network = trainer.build_network_architecture(
+        plans, config, determine_num_input_channels(plans, config, dataset_json),
+        plans.get_label_manager(dataset_json).num_segmentation_heads, False)
+    trainable, total = count_parameters(network)
+    return {"trainer": checkpoint["trainer_name"], "epochs": int(checkpoint["current_epoch"]),
+            "trainable_params": trainable, "total_params": total, "patch_size": list(config.patch_size)}
+
+
+def _read(path: str) -> np.ndarray:
+    import SimpleITK as sitk
+    return sitk.GetArrayFromImage(sitk.ReadImage(path))
+
+
+def render_figures(images_dir: str, labels_dir: str, predictions: Dict[str, str], output_dir: str,
+                   file_ending: str, num_classes: int, max_cases: int = 3) -> List[str]:
+    """One PNG per test case: the middle slice, with ground truth and every model's prediction."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    colours = plt.get_cmap("tab20", max(num_classes, 2))(np.arange(max(num_classes, 2)))
+    overlay = ListedColormap(colours)
+    written = []
+    cases = sorted(f[: -len(file_ending)] for f in os.listdir(labels_dir) if f.endswith(file_ending))
+    for case in cases[:max_cases]:
+        image = _read(os.path.join(images_dir, f"{case}_0000{file_ending}"))
+        panels = {"ground truth": _read(os.path.join(labels_dir, case + file_ending))}
+        panels.update({name: _read(os.path.join(folder, case + file_ending)) for name, folder in predictions.items()})
+        z = image.shape[0] // 2 if image.ndim == 3 else None
+        pick = (lambda a: a[z]) if z is not None else (lambda a: a)
+        fig, axes = plt.subplots(1, len(panels) + 1, figsize=(3.2 * (len(panels) + 1), 3.4))
+        axes[0].imshow(pick(image), cmap="gray")
+        axes[0].set_title(f"{case} (slice {z})" if z is not None else case, fontsize=9)
+        for ax, (title, seg) in zip(axes[1:], panels.items()):
+            ax.imshow(pick(image), cmap="gray")
+            s = pick(seg).astype(float)
+            ax.imshow(np.ma.masked_where(s == 0, s), cmap=overlay, vmin=0, vmax=max(num_classes, 2) - 1,
+                      alpha=0.55, interpolation="nearest")
+            ax.set_title(title, fontsize=9)
+        for ax in axes:
+            ax.axis("off")
+        fig.tight_layout()
+        path = os.path.join(output_dir, f"figure_{case}.png")
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _fmt(value, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def metrics_table(summaries: Dict[str, dict], label_names: Dict[str, str]) -> str:
+    """Markdown: one row per structure, Dice / HD95 / ASD columns for each model."""
+    models = list(summaries)
+    header = ["structure"] + [f"{metric} {m}" for metric in ("Dice", "HD95 mm", "ASD mm") for m in models]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    keys = list(label_names)
+    for key in keys + ["mean"]:
+        cells = [label_names.get(key, "**mean (foreground)**")]
+        for metric, digits in (("Dice", 3), ("HD95", 1), ("ASD", 2)):
+            for m in models:
+                source = summaries[m]["foreground_mean"] if key == "mean" else summaries[m]["mean"].get(key, {})
+                cells.append(_fmt(source.get(metric), digits))
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def write_report(path: str, title: str, intro: Sequence[str], summaries: Dict[str, dict],
+                 label_names: Dict[str, str], facts: Dict[str, dict], figures: Sequence[str],
+                 timings: Dict[str, float]) -> None:
+    lines = [f"# {title}", ""] + list(intro) + ["", "## Results on the held-out test cases", "",
+                                                metrics_table(summaries, label_names), "",
+                                                "HD95 and ASD are in millimetres (physical spacing); "
+                                                "'–' marks a structure with no distance (empty mask). "
+                                                "Per-case values: `metrics_per_case.csv` in each prediction folder.",
+                                                "", "## Models", "",
+                                                "| model | trainer | epochs | patch | trainable / total parameters |",
+                                                "|---|---|---|---|---|"]
+    for name, f in facts.items():
+        lines.append(f"| {name} | `{f['trainer']}` | {f['epochs']} | {f['patch_size']} | "
+                     f"{f['trainable_params']:,} / {f['total_params']:,} |")
+    lines += ["", "## Figures", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in figures]
+    lines += ["", "## Timings (s)", "", " | ".join(f"{k}: {v:.0f}" for k, v in timings.items()), ""]
+    with open(path, "w") as f:
+        f.write("\n".join(lines))

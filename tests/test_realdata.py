@@ -1,0 +1,32 @@
+"""One small real-data run: Colin27 + AAL slabs (Debian mricron-data, installed by `make test` and
+CI), a `_debug` trainer, prediction and evaluation with Dice / HD95 / ASD in mm."""
+import os
+
+import pytest
+
+from nnunet_dino.datasets.colin27 import MricronDataMissingError, make_colin27_dataset, require_mricron_templates
+from nnunet_dino.evaluation import evaluate_folders
+from nnunet_dino.pipeline import nnunet_environment, plan_and_preprocess, predict, results_folder, train
+from nnunet_helpers import clean_environment
+
+
+def test_pipeline_runs_on_real_anatomy(tmp_path):
+    try:
+        require_mricron_templates()
+    except MricronDataMissingError as error:
+        pytest.fail(f"{error} (CI installs it: `make realdata`)", pytrace=False)
+    env = nnunet_environment(str(tmp_path / "nnunet"), clean_environment(nnUNet_dino_weights="random"))
+    built = make_colin27_dataset(env["nnUNet_raw"], 903, downsample=2, slab=6, test_slabs=4)
+    plan_and_preprocess(903, env)
+    trainer = "nnUNetTrainerSegDINO_debug"
+    train(903, trainer, env)
+    out = str(tmp_path / "predictions")
+    predict(903, trainer, os.path.join(built.folder, "imagesTs"), out, env)
+    summary = evaluate_folders(os.path.join(built.folder, "labelsTs"), out, os.path.join(built.folder, "dataset.json"))
+    assert len(summary["metric_per_case"]) == 4
+    assert set(summary["mean"]) == {str(v) for k, v in built.labels.items() if k != "background"}
+    assert os.path.isfile(os.path.join(out, "metrics_per_case.csv"))
+    model = results_folder(env, built.name, trainer)
+    assert os.path.isfile(os.path.join(model, "fold_0", "checkpoint_final.pth"))
+    # 30 steps on a random backbone already separate brain from background: some structure overlaps
+    assert max(m["Dice"] or 0.0 for m in summary["mean"].values()) > 0.2, summary["mean"]
