@@ -58,9 +58,69 @@ def _make_dataset(args) -> int:
     return 0
 
 
+def _bundle(args) -> int:
+    from .checkpoints import bundle_model_folder
+    for path in bundle_model_folder(args.model_folder):
+        print(f"self-contained: {path}")
+    return 0
+
+
 def _plan(args) -> int:
     from .planning import plan_with_preset
     plan_with_preset(args.dataset, args.preset, target_shape=args.target, num_processes=args.np)
+    return 0
+
+
+def _onboard(args) -> int:
+    from .onboarding import OnboardingError, format_summary, onboard
+    try:
+        result = onboard(args.images, args.masks, args.dataset_id, args.name, args.raw,
+                         image_pattern=args.image_pattern, mask_pattern=args.mask_pattern, channels=args.channels,
+                         labels=args.labels, modality=args.modality, normalization=args.normalization,
+                         test_images=args.test_images, overwrite=args.overwrite, num_processes=args.np,
+                         progress=not args.no_progress)
+    except OnboardingError as error:
+        print(f"nnunet-dino onboard: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as error:
+        print(f"nnunet-dino onboard: error: {error}", file=sys.stderr)
+        return 2
+    print(format_summary(result))
+    return 0
+
+
+def _crossval(args) -> int:
+    from .crossval import emit_scripts, run_crossval
+    try:
+        if args.emit:
+            emit_scripts(args.dataset, args.trainers, args.emit, folds=args.folds, plans=args.plans,
+                         configuration=args.configuration, device=args.device or "cuda", npz=args.npz,
+                         num_gpus=args.num_gpus)
+            return 0
+        return run_crossval(args.dataset, args.trainers, folds=args.folds, plans=args.plans,
+                            configuration=args.configuration, device=args.device, npz=args.npz,
+                            num_gpus=args.num_gpus, keep_going=args.keep_going)
+    except ValueError as error:
+        print(f"nnunet-dino crossval: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _report(args) -> int:
+    import os
+    from .cv_report import build_report
+    from .cv_report_output import write_report
+    try:
+        report = build_report(args.dataset, args.trainers, folds=args.folds, plans=args.plans,
+                              configuration=args.configuration, output=args.output, reference=args.reference,
+                              num_processes=args.np)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"nnunet-dino report: error: {error}", file=sys.stderr)
+        return 2
+    paths = write_report(report, args.output or f"cv_report_{report.dataset}")
+    with open(paths["markdown"]) as f:
+        print(f.read().split("## Box plots")[0].rstrip())
+    print(f"\nwritten: {', '.join(sorted(os.path.basename(p) for p in paths.values()))} in "
+          f"{os.path.dirname(paths['markdown'])}")
     return 0
 
 
@@ -72,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("env", help="print the nnUNet_extTrainer export line (or --path: the folder)")
     p.add_argument("--path", action="store_true", help="print only the trainer folder")
     p.set_defaults(func=_env)
+    p = sub.add_parser("bundle", help="make a model folder's slim checkpoints self-contained (for sharing)")
+    p.add_argument("model_folder", help="<nnUNet_results>/<Dataset>/<Trainer>__<Plans>__<configuration>")
+    p.set_defaults(func=_bundle)
     p = sub.add_parser("plan", help="plan (and preprocess) a dataset with a preset nnU-Net cannot find by -pl")
     p.add_argument("-d", "--dataset", type=int, required=True, help="dataset id")
     p.add_argument("--preset", default="dinounet512", choices=["dinounet512"],
@@ -108,6 +171,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", default=None, help="nnU-Net raw folder (default: $nnUNet_raw)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id and name")
     p.set_defaults(func=_make_dataset)
+    p = sub.add_parser("onboard", help="your images + masks -> an nnU-Net raw dataset (checked, dataset.json, "
+                                       "integrity check); refuses listing every bad file, writing nothing")
+    p.add_argument("images", help="folder of images (training cases)")
+    p.add_argument("masks", nargs="?", default=None,
+                   help="folder of masks (default: the images folder, told apart by --mask-pattern)")
+    p.add_argument("-d", "--dataset-id", type=int, required=True, help="nnU-Net dataset id (1..999)")
+    p.add_argument("-n", "--name", required=True, help="dataset name: DatasetXXX_NAME")
+    p.add_argument("--raw", default=None, help="nnU-Net raw folder (default: $nnUNet_raw)")
+    p.add_argument("--image-pattern", default=None,
+                   help="image file names: '{case}' (default), '{case}_{channel}.nii.gz' for several channel "
+                        "files per case, or a regex with (?P<case>...) and (?P<channel>...)")
+    p.add_argument("--mask-pattern", default=None, help="mask file names, e.g. '{case}_seg' (default '{case}')")
+    p.add_argument("--channels", nargs="+", default=None, help="channel ids in order (default: sorted)")
+    p.add_argument("--labels", nargs="+", default=None,
+                   help="name=VALUE ... (VALUE as in the masks, e.g. background=0 tumour=255) or a JSON file; "
+                        "default: inferred from the masks")
+    p.add_argument("--modality", nargs="+", default=None,
+                   help="CT for all channels, or CHANNEL=MODALITY pairs (CT selects nnU-Net's CTNormalization)")
+    p.add_argument("--normalization", nargs="+", default=None,
+                   help="override per channel: SCHEME or CHANNEL=SCHEME; schemes: zscore ct rgb_to_0_1 "
+                        "rescale_to_0_1 nonorm")
+    p.add_argument("--test-images", default=None, help="folder of unlabelled test images -> imagesTs")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset with this id")
+    p.add_argument("-np", type=int, default=2, help="worker processes (default: 2)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_onboard)
+    p = sub.add_parser("crossval", help="run the missing cross-validation folds of several trainers with "
+                                        "nnUNetv2_train (resumable), or --emit them as scripts")
+    p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
+    p.add_argument("-tr", "--trainers", nargs="+", required=True, help="nnU-Net trainer class names")
+    p.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="folds (default: 0 1 2 3 4)")
+    p.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
+    p.add_argument("-c", "--configuration", default="2d", help="configuration (default: 2d)")
+    p.add_argument("--device", default=None, choices=["cpu", "cuda", "mps"],
+                   help="default: cuda if available, else cpu (with --emit: cuda)")
+    p.add_argument("--npz", action="store_true", help="save validation softmax (.npz), for find_best_configuration")
+    p.add_argument("--num-gpus", type=int, default=1, help="nnU-Net's -num_gpus (DDP) inside each fold")
+    p.add_argument("--keep-going", action="store_true", help="after a failed fold, run the others")
+    p.add_argument("--emit", metavar="DIR", default=None,
+                   help="write run_folds.sh and job_array.sh (SLURM array) into DIR instead of running")
+    p.set_defaults(func=_crossval)
+    p = sub.add_parser("report", help="cross-validation report: Dice/HD95/ASD per class (mean ± sd over folds), "
+                                      "Wilcoxon vs a reference trainer, parameter counts, box plots")
+    p.add_argument("-d", "--dataset", required=True, help="dataset id or name")
+    p.add_argument("-tr", "--trainers", nargs="+", required=True, help="nnU-Net trainer class names")
+    p.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="folds (default: 0 1 2 3 4)")
+    p.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
+    p.add_argument("-c", "--configuration", default="2d", help="configuration (default: 2d)")
+    p.add_argument("--reference", default=None,
+                   help="trainer the others are compared with (default: the first nnUNetTrainer[_variant] "
+                        "among -tr, else the first)")
+    p.add_argument("-o", "--output", default=None, help="output folder (default: cv_report_<Dataset>)")
+    p.add_argument("-np", type=int, default=1, help="evaluation worker processes (default: 1)")
+    p.set_defaults(func=_report)
     return parser
 
 

@@ -3,6 +3,7 @@ CI), a `_debug` trainer, prediction and evaluation with Dice / HD95 / ASD in mm.
 import os
 
 import pytest
+import SimpleITK as sitk
 
 from nnunet_dino.datasets.colin27 import MricronDataMissingError, make_colin27_dataset, require_mricron_templates
 from nnunet_dino.evaluation import evaluate_folders
@@ -18,7 +19,7 @@ def test_pipeline_runs_on_real_anatomy(tmp_path):
     env = nnunet_environment(str(tmp_path / "nnunet"), clean_environment(nnUNet_dino_weights="random"))
     built = make_colin27_dataset(env["nnUNet_raw"], 903, downsample=2, slab=6, test_slabs=4)
     plan_and_preprocess(903, env)
-    trainer = "nnUNetTrainerSegDINO_debug"
+    trainer = "nnUNetTrainerUDFA_S_debug"
     train(903, trainer, env)
     out = str(tmp_path / "predictions")
     predict(903, trainer, os.path.join(built.folder, "imagesTs"), out, env)
@@ -28,5 +29,14 @@ def test_pipeline_runs_on_real_anatomy(tmp_path):
     assert os.path.isfile(os.path.join(out, "metrics_per_case.csv"))
     model = results_folder(env, built.name, trainer)
     assert os.path.isfile(os.path.join(model, "fold_0", "checkpoint_final.pth"))
-    # 30 steps on a random backbone already separate brain from background: some structure overlaps
-    assert max(m["Dice"] or 0.0 for m in summary["mean"].values()) > 0.2, summary["mean"]
+    # geometry is preserved; after 30 steps on a random backbone the prediction is not degenerate (neither
+    # empty nor all foreground) and overlaps the brain. Learning quality is what `make demo` reports.
+    whole_brain = []
+    for case in sorted(os.listdir(os.path.join(built.folder, "labelsTs"))):
+        reference = sitk.ReadImage(os.path.join(built.folder, "labelsTs", case))
+        prediction = sitk.ReadImage(os.path.join(out, case))
+        assert prediction.GetSize() == reference.GetSize() and prediction.GetSpacing() == reference.GetSpacing()
+        ref, pred = sitk.GetArrayFromImage(reference) > 0, sitk.GetArrayFromImage(prediction) > 0
+        assert 0.05 < pred.mean() < 0.95, pred.mean()
+        whole_brain.append(2 * (ref & pred).sum() / (ref.sum() + pred.sum()))
+    assert sum(whole_brain) / len(whole_brain) > 0.3, whole_brain

@@ -1,5 +1,5 @@
 """Every bad `nnUNet_dino_weights` input fails with a WeightsError that names the problem AND the fix,
-and loading never unpickles code. Also: `random` leaves weights alone; loaded backbones stay frozen."""
+and loading never unpickles code. Also: `random` is a seeded initialisation; loaded backbones stay frozen."""
 from __future__ import annotations
 
 import json
@@ -308,17 +308,20 @@ def test_dinov3_meta_key_bias_without_mask_is_refused(tmp_path):
 
 
 # --- random, and frozen after loading -------------------------------------------------------------------------
-def test_random_is_an_explicit_source_that_leaves_weights_untouched(monkeypatch):
+def test_random_is_an_explicit_seeded_source(monkeypatch):
+    """`random` is a seeded initialisation, so a slim checkpoint can rebuild the same backbone."""
     spec = tiny_spec("dinov2_vits14")
     monkeypatch.setenv(WEIGHTS_ENV_VAR, " Random ")
     source = locate_weights(spec)
     assert source.is_random and source == locate_weights(spec, "random")
     assert "RANDOM" in source.describe()
-    backbone = FrozenDinoBackbone(spec)
-    before = {k: v.clone() for k, v in backbone.vit.state_dict().items()}
-    info = load_backbone_weights(backbone, source)
-    assert info["format"] == "random"
-    assert all(torch.equal(v, backbone.vit.state_dict()[k]) for k, v in before.items())
+    first, second = FrozenDinoBackbone(spec), FrozenDinoBackbone(spec)
+    assert not all(torch.equal(v, second.vit.state_dict()[k]) for k, v in first.vit.state_dict().items())
+    info = load_backbone_weights(first, source)
+    assert info["format"] == "random" and info["sha256"] == first.loaded_fingerprint == first.fingerprint()
+    torch.manual_seed(123)  # the global RNG state must not matter
+    assert load_backbone_weights(second, source)["sha256"] == info["sha256"]
+    assert all(torch.equal(v, second.vit.state_dict()[k]) for k, v in first.vit.state_dict().items())
 
 
 @pytest.mark.parametrize("family", ["dinov2", "dinov3"])

@@ -11,6 +11,7 @@ with, and `forward` builds no autograd graph.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -32,6 +33,14 @@ def build_timm_vit(spec: BackboneSpec) -> nn.Module:
     return timm.create_model(spec.timm_name, **kwargs)
 
 
+def state_fingerprint(state: dict) -> str:
+    """sha256 over names, shapes, dtypes and bytes of a state dict: identifies backbone weights."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 class FrozenDinoBackbone(nn.Module):
@@ -46,6 +55,12 @@ class FrozenDinoBackbone(nn.Module):
         self.vit.requires_grad_(False)
         self.vit.eval()
         self._family = _FAMILIES[spec.family]
+        self.loaded_fingerprint: Optional[str] = None  # set by weights.load_backbone_weights,
+        self.weights_info: dict = {}                     # with what was loaded from where
+
+    def fingerprint(self) -> str:
+        """sha256 of the ViT's current tensors (slim checkpoints store it to verify reloads)."""
+        return state_fingerprint(self.vit.state_dict())
 
     # --- frozen-ness -------------------------------------------------------------------------
     def train(self, mode: bool = True) -> "FrozenDinoBackbone":

@@ -23,9 +23,11 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from . import dinov2, dinov3
+from .frozen import build_timm_vit
 from .registry import BackboneSpec
 
 WEIGHTS_ENV_VAR = "nnUNet_dino_weights"
+RANDOM_BACKBONE_SEED = 0  # `random` means this seeded initialisation: reproducible from a slim checkpoint
 _FAMILIES = {"dinov2": dinov2, "dinov3": dinov3}
 _WHERE_TO_GET = {
     "dinov2": "https://github.com/facebookresearch/dinov2 (e.g. dinov2_vitb14_pretrain.pth) or the "
@@ -234,9 +236,12 @@ def load_backbone_weights(backbone, source: WeightsSource) -> dict:
     """Load `source` into a FrozenDinoBackbone, strictly. Returns what was loaded (for plans/logs)."""
     spec = backbone.spec
     info = {"backbone": spec.name, "source": source.kind, "path": source.path}
-    if source.is_random:
-        info.update(format="random", pos_embed_resize=backbone.pos_embed_resize)
-        return info
+    if source.is_random:  # seeded, so a slim checkpoint can rebuild the very same random backbone
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_BACKBONE_SEED)
+            backbone.vit.load_state_dict(build_timm_vit(spec).state_dict())
+        info.update(format="random", seed=RANDOM_BACKBONE_SEED, pos_embed_resize=backbone.pos_embed_resize)
+        return _record_fingerprint(backbone, info)
     state, hf_config = read_source(source)
     try:
         state, fmt = convert_to_timm(state, spec, backbone.vit)
@@ -247,4 +252,10 @@ def load_backbone_weights(backbone, source: WeightsSource) -> dict:
     if spec.family == "dinov2":  # reproduce the source's own pos-embed resize at other input sizes
         backbone.pos_embed_resize = dinov2.source_resize_mode(fmt, spec.num_register_tokens > 0)
     info.update(format=fmt, pos_embed_resize=backbone.pos_embed_resize)
+    return _record_fingerprint(backbone, info)
+
+
+def _record_fingerprint(backbone, info: dict) -> dict:
+    backbone.loaded_fingerprint = info["sha256"] = backbone.fingerprint()
+    backbone.weights_info = info
     return info

@@ -6,14 +6,19 @@ adapter) needs, and crops the logits back, so any nnU-Net plan works unchanged.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Tuple, Union
+from typing import Mapping, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import BackboneSpec, FrozenDinoBackbone, get_backbone_spec
+from ..backbones.weights import WeightsError, WeightsSource, load_backbone_weights, locate_weights
+
+#: state-dict entry that replaces the frozen backbone's tensors in slim checkpoints
+BACKBONE_RECORD_KEY = "nnunet_dino.backbone"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -105,3 +110,60 @@ class DinoSegmentationNetwork(nn.Module):
 
     def parameter_counts(self) -> Tuple[int, int]:
         return count_parameters(self)
+
+    # --- slim checkpoints ------------------------------------------------------------------------
+    # The frozen backbone never changes, so checkpoints need not carry it (a ViT-B is 344 MB, in
+    # every checkpoint of every fold). In slim mode, state_dict() replaces the backbone's tensors by
+    # one record (name, weights source, sha256); load_state_dict() restores them from
+    # nnUNet_dino_weights and checks the hash. Full state dicts load as usual.
+    _slim = False
+
+    @contextlib.contextmanager
+    def slim_state_dict(self):
+        """Within this block, state_dict() leaves out the frozen backbone (used to save checkpoints)."""
+        self._slim = True
+        try:
+            yield self
+        finally:
+            self._slim = False
+
+    def state_dict(self, *args, **kwargs):
+        state = super().state_dict(*args, **kwargs)
+        if not self._slim:
+            return state
+        if self.backbone.loaded_fingerprint is None:
+            raise RuntimeError("slim state dicts need backbone weights loaded through nnunet_dino "
+                               "(load_backbone_weights); save a full state dict instead")
+        prefix = kwargs.get("prefix", "") + "backbone."
+        for key in [k for k in state if k.startswith(prefix)]:
+            del state[key]
+        state[BACKBONE_RECORD_KEY] = {"backbone": self.backbone.spec.name,
+                                      "sha256": self.backbone.loaded_fingerprint,
+                                      "weights": dict(self.backbone.weights_info)}
+        return state
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        state = dict(state_dict)
+        record = state.pop(BACKBONE_RECORD_KEY, None)
+        if record is not None:
+            self._restore_backbone(record)
+            state.update({f"backbone.{k}": v for k, v in self.backbone.state_dict().items()})
+        return super().load_state_dict(state, strict=strict, assign=assign)
+
+    def _restore_backbone(self, record: Mapping[str, object]) -> None:
+        """Make the backbone hold the weights the checkpoint was trained with (verified by sha256)."""
+        if record["backbone"] != self.backbone.spec.name:
+            raise WeightsError(f"This checkpoint was trained with backbone {record['backbone']}, but the network "
+                               f"has {self.backbone.spec.name}.")
+        if self.backbone.loaded_fingerprint == record["sha256"]:
+            return  # already loaded (the predictor reloads every fold's weights for every case)
+        weights = record.get("weights", {})
+        trained_with = "RANDOM (seeded)" if weights.get("format") == "random" else weights.get("path") or "?"
+        source = WeightsSource("random") if weights.get("format") == "random" else locate_weights(self.backbone.spec)
+        info = load_backbone_weights(self.backbone, source)  # also records info on the backbone
+        if info["sha256"] != record["sha256"]:
+            raise WeightsError(
+                f"The backbone weights from {source.describe()} (sha256 {info['sha256'][:12]}…) are not the ones "
+                f"this model was trained with ({trained_with}, sha256 {str(record['sha256'])[:12]}…). Point "
+                f"nnUNet_dino_weights at the file used for training, or use a self-contained checkpoint "
+                f"(`nnunet-dino bundle MODEL_FOLDER`).")

@@ -146,6 +146,12 @@ class nnUNetTrainerDino(nnUNetTrainer):
         if self.weights_source.is_random:
             self.print_to_log_file(RANDOM_BACKBONE_BANNER)
 
+    def save_checkpoint(self, filename: str) -> None:
+        """Slim: the frozen backbone is replaced by a record (name, source, sha256) and reloaded from
+        nnUNet_dino_weights by prediction, --c and --val. `nnunet-dino bundle` makes them self-contained."""
+        with self.unwrapped_network.slim_state_dict():
+            super().save_checkpoint(filename)
+
     def set_deep_supervision_enabled(self, enabled: bool):
         pass  # one full-resolution output; nnU-Net toggles this around validation regardless
 

@@ -1,0 +1,87 @@
+"""Slim checkpoints: the frozen backbone is not written; prediction, --c, --val reload and verify it."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nnunet_dino.backbones import WeightsError, get_backbone_spec, load_backbone_weights, WeightsSource
+from nnunet_dino.networks.base import BACKBONE_RECORD_KEY
+from nnunet_dino.networks.segdino import SegDINO
+from nnunet_dino.pipeline import predict, results_folder, run_step, train
+
+TRAINER = "nnUNetTrainerSegDINO_debug"
+
+
+def tiny_spec():
+    return get_backbone_spec("dinov3_vits16").variant("tiny_slim_dinov3", embed_dim=64, depth=4, num_heads=4)
+
+
+def _trained_network(tmp_path, weights_file):
+    net = SegDINO(1, 3, backbone=tiny_spec())
+    load_backbone_weights(net.backbone, WeightsSource("file", str(weights_file)))
+    return net
+
+
+def test_slim_state_dict_restores_and_verifies_the_backbone(tmp_path, monkeypatch):
+    spec = tiny_spec()
+    weights_a, weights_b = tmp_path / "a" / "tiny_slim_dinov3.pth", tmp_path / "b" / "tiny_slim_dinov3.pth"
+    for path, seed in ((weights_a, 1), (weights_b, 2)):
+        path.parent.mkdir()
+        torch.manual_seed(seed)
+        torch.save(SegDINO(1, 3, backbone=spec).backbone.vit.state_dict(), path)
+    trained = _trained_network(tmp_path, weights_a)
+    with trained.slim_state_dict():
+        slim = trained.state_dict()
+    assert not any(k.startswith("backbone.") for k in slim) and BACKBONE_RECORD_KEY in slim
+    assert set(trained.state_dict()) - set(slim) == {k for k in trained.state_dict() if k.startswith("backbone.")}
+
+    monkeypatch.setenv("nnUNet_dino_weights", str(weights_a.parent))  # the training weights: restored
+    fresh = SegDINO(1, 3, backbone=spec)
+    fresh.load_state_dict(slim)
+    x = torch.randn(1, 1, 32, 48)
+    assert torch.equal(fresh.eval()(x), trained.eval()(x))
+
+    monkeypatch.setenv("nnUNet_dino_weights", str(weights_b.parent))  # other weights: refused
+    with pytest.raises(WeightsError, match="not the ones this model was trained with"):
+        SegDINO(1, 3, backbone=spec).load_state_dict(slim)
+    monkeypatch.delenv("nnUNet_dino_weights")
+    with pytest.raises(WeightsError, match="nnUNet_dino_weights is not set"):
+        SegDINO(1, 3, backbone=spec).load_state_dict(slim)
+    broken = dict(slim)
+    broken.pop("head.classifier.weight")  # strict for every trainable tensor
+    monkeypatch.setenv("nnUNet_dino_weights", str(weights_a.parent))
+    with pytest.raises(RuntimeError, match="head.classifier.weight"):
+        SegDINO(1, 3, backbone=spec).load_state_dict(broken)
+
+
+def test_train_predict_resume_validate_and_bundle_through_the_cli(synthetic_2d, tmp_path):
+    env = dict(synthetic_2d["env"], nnUNet_results=str(tmp_path / "results"), nnUNet_dino_weights="random")
+    train(990, TRAINER, env)
+    model = results_folder(env, synthetic_2d["dataset"], TRAINER)
+    final = os.path.join(model, "fold_0", "checkpoint_final.pth")
+    weights = torch.load(final, map_location="cpu", weights_only=False)["network_weights"]
+    assert BACKBONE_RECORD_KEY in weights and not any(k.startswith("backbone.") for k in weights)
+    slim_size = os.path.getsize(final)
+
+    out = str(tmp_path / "predictions")
+    predict(990, TRAINER, os.path.join(synthetic_2d["raw_folder"], "imagesTs"), out, env)
+    assert len([f for f in os.listdir(out) if f.endswith(".png")]) == 2
+
+    os.remove(final)  # resume from checkpoint_best with --c, then re-validate with --val
+    train(990, TRAINER, env, extra=["--c"])
+    assert os.path.isfile(final)
+    train(990, TRAINER, env, extra=["--val"])
+
+    cli = os.path.join(os.path.dirname(sys.executable), "nnunet-dino")
+    subprocess.run([cli, "bundle", model], env=env, check=True, stdout=subprocess.DEVNULL)
+    weights = torch.load(final, map_location="cpu", weights_only=False)["network_weights"]
+    assert BACKBONE_RECORD_KEY not in weights and any(k.startswith("backbone.vit.") for k in weights)
+    print(f"checkpoint_final: slim {slim_size / 1e6:.1f} MB, self-contained {os.path.getsize(final) / 1e6:.1f} MB")
+    assert slim_size < 0.5 * os.path.getsize(final)
+    bundled = dict(env)
+    bundled.pop("nnUNet_dino_weights")  # self-contained: predicts without any weights setting
+    run_step(["nnUNetv2_predict", "-i", os.path.join(synthetic_2d["raw_folder"], "imagesTs"), "-o",
+              str(tmp_path / "bundled"), "-d", "990", "-c", "2d", "-tr", TRAINER, "-f", "0", "-device", "cpu",
+              "-npp", "1", "-nps", "1"], bundled)
