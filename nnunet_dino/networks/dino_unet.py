@@ -15,15 +15,16 @@ runtime choice, `gradient_checkpointing=True` reproduces the official `with_cp`)
 Trainable parameters for 2 classes and 1 input channel (tests/test_dino_unet_network.py):
 
     ViT       adapter       FAPM  upsampling  decoder        total   notes §2.3
-    S/16    3,698,432  1,393,214     348,640  754,662    6,194,948     6.19 M
-    B/16   10,193,984  1,884,734     348,640  754,662   13,182,020    13.18 M
-    L/16   16,654,272  2,212,414     348,640  754,662   19,969,988    19.97 M
-    7B/16 227,084,736  6,144,574     348,640  754,662  234,332,612   234.3 M
+    S/16    3,698,432  1,393,214     348,640  754,274    6,194,560     6.19 M
+    B/16   10,193,984  1,884,734     348,640  754,274   13,181,632    13.18 M
+    L/16   16,654,272  2,212,414     348,640  754,274   19,969,600    19.97 M
+    7B/16 227,084,736  6,144,574     348,640  754,274  234,332,224   234.3 M
 
-They are the notes' recount to its rounding (S +0.08 %, B +0.02 %, L -0.0001 %, 7B +0.01 % of the
-rounded figures). The frozen ViT is not included; 1 or 3 input channels add nothing, any other
-count adds the shell's 1x1 channel mix (15 parameters for 4 channels); each extra class adds 227
-(32 + 64 + 128 weights and 3 biases: nnU-Net builds all three seg layers, only the last is used).
+They are the notes' recount to its rounding (S +0.07 %, B +0.01 %, L -0.002 %, 7B +0.01 % of the
+rounded figures); the notes count the two unused seg layers (388 parameters for 2 classes), which
+we keep frozen (see the decoder). The frozen ViT is not included; 1 or 3 input channels add
+nothing, any other count adds the shell's 1x1 channel mix (15 parameters for 4 channels); each
+extra class adds 33 trainable parameters (the head's 32 weights and a bias).
 """
 from __future__ import annotations
 
@@ -279,8 +280,12 @@ class DinoUNet(DinoSegmentationNetwork):
         self.fapm = FidelityAwareProjection(dim, decoder_channels, fapm_rank, skips.norm_op, skips.norm_op_kwargs,
                                             skips.nonlin, skips.nonlin_kwargs)
         self.upsample = LearnableUpsampling(decoder_channels)
-        # deep supervision stays off: all seg layers are built (nnU-Net's convention), the last one is the head
+        # deep supervision stays off: all seg layers are built (nnU-Net's convention), the last one is the head.
+        # The unused ones are frozen: nnU-Net's DDP has no find_unused_parameters, so a trainable parameter
+        # without a gradient would fail the second step of multi-GPU training.
         self.decoder = UNetDecoder(skips, num_classes, n_conv_per_stage, deep_supervision=False)
+        for unused in self.decoder.seg_layers[:-1]:
+            unused.requires_grad_(False)
 
     def segment(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

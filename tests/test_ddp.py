@@ -1,0 +1,59 @@
+"""nnU-Net's multi-GPU training wraps the network in DistributedDataParallel WITHOUT
+find_unused_parameters: every trainable parameter must get a gradient in every step. Proven on CPU
+with the gloo backend and 2 processes, for every plugin network."""
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from nnunet_dino.backbones import get_backbone_spec
+
+NETWORKS = {
+    "SegDINO": ("nnunet_dino.networks.segdino", "SegDINO", "dinov3_vits16", {}),
+    "UDFA": ("nnunet_dino.networks.udfa", "UDFA", "dinov2_vits14", {}),
+    "UDFA_LGFA2": ("nnunet_dino.networks.udfa", "UDFA", "dinov2_vits14", {"num_fusion_modules": 2}),
+    "DinoUNet": ("nnunet_dino.networks.dino_unet", "DinoUNet", "dinov3_vits16", {}),
+}
+
+
+def _build(name):
+    import importlib
+    module, cls, backbone, kwargs = NETWORKS[name]
+    spec = get_backbone_spec(backbone).variant(f"tiny_{backbone}", embed_dim=64, depth=4, num_heads=4)
+    torch.manual_seed(0)  # identical initial weights on both ranks (DDP also broadcasts rank 0's)
+    return getattr(importlib.import_module(module), cls)(input_channels=1, num_classes=3, backbone=spec, **kwargs)
+
+
+def _worker(rank, world, name, port, results):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    try:
+        net = torch.nn.parallel.DistributedDataParallel(_build(name))  # as nnU-Net: no find_unused_parameters
+        net.train()
+        optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=1e-2)
+        torch.manual_seed(100 + rank)  # different data per rank
+        for _ in range(2):  # an unused parameter fails at the second step's reduction
+            optimizer.zero_grad()
+            x = torch.randn(2, 1, 64, 64)
+            target = torch.randint(0, 3, (2, 64, 64))
+            torch.nn.functional.cross_entropy(net(x), target).backward()
+            missing = [n for n, p in net.module.named_parameters() if p.requires_grad and p.grad is None]
+            assert not missing, f"parameters without gradient: {missing[:5]}"
+            optimizer.step()
+        grads = torch.cat([p.grad.flatten() for p in net.module.parameters() if p.requires_grad])
+        gathered = [torch.zeros_like(grads) for _ in range(world)]
+        dist.all_gather(gathered, grads)
+        results[rank] = bool(torch.equal(gathered[0], gathered[1])) and float(grads.abs().sum()) > 0
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_one_ddp_step_on_two_cpu_processes(name):
+    port = 29500 + list(NETWORKS).index(name) + os.getpid() % 1000
+    results = mp.Manager().dict()
+    mp.spawn(_worker, args=(2, name, port, results), nprocs=2, join=True)
+    assert results[0] and results[1], "gradients differ across ranks or are all zero"
