@@ -83,3 +83,22 @@ def test_training_steps_touch_only_trainable_parameters(nnunet_paths, monkeypatc
     x = torch.randn(1, 1, 64, 80)
     net.eval(), rebuilt.eval()
     assert torch.equal(net(x), rebuilt(x))
+
+
+def test_time_budget_fits_epochs_and_schedule_to_the_budget(nnunet_paths, monkeypatch):
+    from nnunet_dino.training.trainers import nnUNetTrainerSegDINO_demo
+
+    class TinyBudget(nnUNetTrainerSegDINO_demo):
+        time_budget_s = 4.0
+        budget_iterations_per_epoch = 2
+
+    monkeypatch.setenv("nnUNet_dino_weights", "random")
+    trainer = make_trainer(TinyBudget, nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])
+    started = __import__("time").monotonic()
+    trainer.run_training()
+    took = __import__("time").monotonic() - started
+    epochs = trainer.current_epoch
+    assert 1 <= epochs <= trainer.num_epochs < 10_000  # fitted after the first epoch
+    assert trainer.lr_scheduler.num_epochs == trainer.num_epochs  # poly/constant stretched to the budget
+    assert os.path.isfile(os.path.join(trainer.output_folder, "checkpoint_final.pth"))
+    assert took < 4.0 + 60  # setup and the final checkpoint on top of the budget, never epochs past it

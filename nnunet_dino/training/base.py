@@ -17,9 +17,12 @@ paper's optimiser. This base owns every integration rule, hook by hook:
 from __future__ import annotations
 
 import math
+import os
+import random
 import warnings
-from typing import Dict, Type
+from typing import Dict, Optional, Type
 
+import numpy as np
 import torch
 from torch import nn
 from torch._dynamo import OptimizedModule
@@ -32,6 +35,8 @@ from ..networks.base import DinoSegmentationNetwork, count_parameters
 from ..plans import PLANS_RECORD_KEY, rounded_patch_size, update_configuration
 from .schedules import EpochLRSchedule
 
+SEED_ENV_VAR = "nnUNet_dino_seed"
+RANDOM_BACKBONE_WARNING_FILE = "RANDOM_BACKBONE_WARNING.txt"
 DEBUG_RUN = (2, 15, 2)  # `_debug` twins: epochs, iterations per epoch, validation iterations
 
 RANDOM_BACKBONE_BANNER = (
@@ -40,6 +45,10 @@ RANDOM_BACKBONE_BANNER = (
     "!! so this model shows that the pipeline runs, NOT what the method can do. Results are not\n"
     "!! comparable to the papers. Point nnUNet_dino_weights at real DINO weights for real work.\n"
     + "!" * 78)
+
+
+class NotEnoughMemoryError(RuntimeError):
+    """A training step ran out of memory; the message names the smaller settings to use."""
 
 
 def _unsupported_configuration(trainer_name: str, configuration: str, ndim: int) -> ValueError:
@@ -60,12 +69,14 @@ class nnUNetTrainerDino(nnUNetTrainer):
     lr_schedule: str = "poly"               # 'poly' or 'constant'
     warmup_epochs: int = 0
     debug_run: bool = False                 # `_debug` twins: 2 short epochs, for tests
+    seed: Optional[int] = None              # fixed seed (debug twins: 0); env nnUNet_dino_seed overrides
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         self._check_configuration(plans, configuration)  # before nnU-Net writes anything
         self.weights_source = locate_weights(self.backbone_spec())  # refuse early, write nothing
         super().__init__(plans, configuration, fold, dataset_json, device)
+        self._seed_everything()
         self.enable_deep_supervision = False
         self.initial_lr = self.learning_rate
         self.weight_decay = self.weight_decay_value
@@ -82,6 +93,21 @@ class nnUNetTrainerDino(nnUNetTrainer):
         self.print_to_log_file(f"nnunet-dino: backbone {self.backbone}, weights: {self.weights_source.describe()}")
         if self.weights_source.is_random:
             self.print_to_log_file(RANDOM_BACKBONE_BANNER)
+            with open(os.path.join(self.output_folder, RANDOM_BACKBONE_WARNING_FILE), "w") as f:
+                f.write(RANDOM_BACKBONE_BANNER.strip() + "\n")
+        self._first_loss_logged = False
+
+    def _seed_everything(self) -> None:
+        """Identical runs for a fixed seed on CPU with nnUNet_n_proc_DA=0 (nnU-Net's multi-process
+        augmentation is non-deterministic by design)."""
+        seed = os.environ.get(SEED_ENV_VAR, "").strip()
+        seed = int(seed) if seed else (0 if self.debug_run and self.seed is None else self.seed)
+        if seed is None:
+            return
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        self.print_to_log_file(f"nnunet-dino: seed {seed}")
 
     # --- declarations resolved -----------------------------------------------------------------
     @classmethod
@@ -145,6 +171,22 @@ class nnUNetTrainerDino(nnUNetTrainer):
                                f"{net.backbone.spec.label}; weights {info['format']} from {info['path'] or '-'}")
         if self.weights_source.is_random:
             self.print_to_log_file(RANDOM_BACKBONE_BANNER)
+
+    def train_step(self, batch: dict) -> dict:
+        try:
+            result = super().train_step(batch)
+        except RuntimeError as error:  # torch.OutOfMemoryError (CUDA) is a RuntimeError, CPU allocation too
+            if "out of memory" not in str(error).lower() and "can't allocate memory" not in str(error):
+                raise
+            raise NotEnoughMemoryError(
+                f"Out of memory in a training step of {type(self).__name__} (backbone {self.backbone}, patch "
+                f"{list(self.configuration_manager.patch_size)}, batch {self.configuration_manager.batch_size}). "
+                f"Use a smaller backbone (e.g. the _S trainer), a smaller batch_size or patch_size in the plans "
+                f"(nnUNet_preprocessed/<Dataset>/nnUNetPlans.json), or a GPU with more memory.") from error
+        if not self._first_loss_logged:  # determinism checks compare this line between runs
+            self.print_to_log_file(f"nnunet-dino: first iteration loss {float(result['loss']):.10f}")
+            self._first_loss_logged = True
+        return result
 
     def save_checkpoint(self, filename: str) -> None:
         """Slim: the frozen backbone is replaced by a record (name, source, sha256) and reloaded from

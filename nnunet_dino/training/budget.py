@@ -50,6 +50,10 @@ class TimeBudgetMixin:
         start, first_epoch = time.monotonic(), self.current_epoch
         while self.current_epoch < self.num_epochs:
             self._run_epoch()
-            if self.current_epoch == first_epoch + 1:
-                self._fit_epochs_to_budget(time.monotonic() - start)
+            elapsed, done = time.monotonic() - start, self.current_epoch - first_epoch
+            if done == 1:
+                self._fit_epochs_to_budget(elapsed)
+            elif elapsed + elapsed / done > self.time_budget_s:  # the budget is a hard limit: the next
+                self.print_to_log_file(f"time budget reached after {done} epochs")  # epoch would not fit
+                break
         self.on_train_end()
