@@ -12,6 +12,8 @@ paper's optimiser. This base owns every integration rule, hook by hook:
   and records backbone, weights and the position-embedding resize rule in the plans.
 - `configure_optimizers`: trainable parameters only (the frozen backbone never enters the
   optimiser), no weight decay on biases/norms/embeddings, warm-up + poly or constant schedule.
+- `save_checkpoint`: slim checkpoints (the frozen backbone as a verified record, see networks/base).
+- `train_step`: nnU-Net's, plus an out-of-memory message that names the fix and a log of the first loss.
 - `set_deep_supervision_enabled`: a no-op (the networks return one full-resolution output).
 """
 from __future__ import annotations
