@@ -2,6 +2,7 @@
 import os
 
 import pytest
+import torch
 
 from nnunet_helpers import clean_environment
 
@@ -29,3 +30,12 @@ def nnunet_paths(monkeypatch, synthetic_2d, tmp_path):
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     return synthetic_2d
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, which also spares them a busy, oversubscribed CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -30,13 +30,7 @@ DINOV3_SIZES = [(224, 224), (160, 224), (224, 176)]
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, which also spares them a busy, oversubscribed CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _image(size, seed=0):

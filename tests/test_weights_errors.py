@@ -17,13 +17,7 @@ from nnunet_dino.backbones import (WEIGHTS_ENV_VAR, FrozenDinoBackbone, WeightsE
 import transformers  # noqa: E402  (test dependency, installed by make test)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, which also spares them a busy, oversubscribed CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _load(spec, setting):

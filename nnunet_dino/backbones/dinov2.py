@@ -12,6 +12,7 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from .hf_layout import rename_block_params, split_hf_state
 from .registry import BackboneSpec, register_backbone
 
 POS_EMBED_RESIZE_MODES = ("meta", "hf", "timm")
@@ -110,6 +111,10 @@ def detect_format(state: Dict[str, torch.Tensor]) -> Optional[str]:
 
 
 _HF_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
+_HF_TOP_LEVEL = {"embeddings.cls_token": "cls_token", "embeddings.register_tokens": "reg_token",
+                 "embeddings.position_embeddings": "pos_embed",
+                 "embeddings.patch_embeddings.projection.": "patch_embed.proj.", "layernorm.": "norm.",
+                 "embeddings.mask_token": None}  # pre-training only
 _HF_BLOCK_RENAMES = {
     "norm1.": "norm1.", "norm2.": "norm2.",
     "attention.o_proj.": "attn.proj.", "attention.output.dense.": "attn.proj.",
@@ -127,26 +132,7 @@ _HF_QKV = {"q": ("attention.q_proj.", "attention.attention.query."),
 def hf_to_timm(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """transformers `Dinov2Model` / `Dinov2WithRegistersModel` state dict -> timm VisionTransformer."""
     state = {k[len("dinov2."):] if k.startswith("dinov2.") else k: v for k, v in state.items()}
-    out: Dict[str, torch.Tensor] = {}
-    blocks: Dict[int, Dict[str, torch.Tensor]] = {}
-    for key, value in state.items():
-        m = _HF_LAYER.match(key)
-        if m:
-            blocks.setdefault(int(m.group(1)), {})[m.group(2)] = value
-        elif key == "embeddings.cls_token":
-            out["cls_token"] = value
-        elif key == "embeddings.register_tokens":
-            out["reg_token"] = value
-        elif key == "embeddings.position_embeddings":
-            out["pos_embed"] = value
-        elif key.startswith("embeddings.patch_embeddings.projection."):
-            out["patch_embed.proj." + key.rsplit(".", 1)[1]] = value
-        elif key.startswith("layernorm."):
-            out["norm." + key.rsplit(".", 1)[1]] = value
-        elif key == "embeddings.mask_token":
-            continue  # pre-training only
-        else:
-            out[key] = value  # left for the strict check to report as unexpected
+    out, blocks = split_hf_state(state, _HF_LAYER, _HF_TOP_LEVEL)
     if {"reg_token", "cls_token", "pos_embed"} <= set(out):  # timm's reg4 models keep no pos-embed slot
         out["cls_token"] = out["cls_token"] + out["pos_embed"][:, :1]  # for the prefix tokens
         out["pos_embed"] = out["pos_embed"][:, 1:]
@@ -162,13 +148,7 @@ def hf_to_timm(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
                 # timm's packed SwiGLU computes silu(first half) * second half: gate first
                 out[f"blocks.{i}.mlp.fc1.{part}"] = torch.cat(
                     [params.pop(f"mlp.gate_proj.{part}"), params.pop(f"mlp.up_proj.{part}")], dim=0)
-        for sub, value in params.items():
-            for old, new in _HF_BLOCK_RENAMES.items():
-                if sub.startswith(old):
-                    out[f"blocks.{i}.{new}{sub[len(old):]}"] = value
-                    break
-            else:
-                out[f"encoder.layer.{i}.{sub}"] = value
+        rename_block_params(out, i, params, _HF_BLOCK_RENAMES, "encoder.layer.")
     return out
 
 

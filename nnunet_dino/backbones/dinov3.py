@@ -13,6 +13,7 @@ from typing import Dict, Optional
 
 import torch
 
+from .hf_layout import rename_block_params, split_hf_state
 from .registry import BackboneSpec, register_backbone
 
 _SIZES = (  # (id, timm size word, dim, depth, heads, taps, hash)
@@ -63,30 +64,18 @@ _HF_LAYER = re.compile(r"^(?:model\.)?layer\.(\d+)\.(.+)$")
 _HF_BLOCK_RENAMES = {
     "norm1.": "norm1.", "norm2.": "norm2.", "attention.o_proj.": "attn.proj.",
     "layer_scale1.lambda1": "gamma_1", "layer_scale2.lambda1": "gamma_2",
-    "mlp.gate_proj.": "mlp.fc1_g.", "mlp.down_proj.": "mlp.fc2.",
+    "mlp.gate_proj.": "mlp.fc1_g.", "mlp.down_proj.": "mlp.fc2.", "mlp.up_proj.": "mlp.fc1.",
+    "mlp.fc1_x.": "mlp.fc1_x.",  # gated MLP: up_proj renamed before, since it means fc1_x there
 }
+_HF_TOP_LEVEL = {"embeddings.cls_token": "cls_token", "embeddings.register_tokens": "reg_token",
+                 "embeddings.patch_embeddings.": "patch_embed.proj.", "norm.": "norm.",
+                 "embeddings.mask_token": None}  # pre-training only
 
 
 def hf_to_timm(state: Dict[str, torch.Tensor], gated_mlp: bool) -> Dict[str, torch.Tensor]:
     """transformers `DINOv3ViTModel` state dict -> timm Eva (`_qkvb` variant)."""
-    out: Dict[str, torch.Tensor] = {}
-    blocks: Dict[int, Dict[str, torch.Tensor]] = {}
-    for key, value in state.items():
-        m = _HF_LAYER.match(key)
-        if m:
-            blocks.setdefault(int(m.group(1)), {})[m.group(2)] = value
-        elif key == "embeddings.cls_token":
-            out["cls_token"] = value
-        elif key == "embeddings.register_tokens":
-            out["reg_token"] = value
-        elif key.startswith("embeddings.patch_embeddings."):
-            out["patch_embed.proj." + key.rsplit(".", 1)[1]] = value
-        elif key.startswith("norm."):
-            out[key] = value
-        elif key == "embeddings.mask_token" or key.endswith("inv_freq"):
-            continue  # pre-training only / derived buffer
-        else:
-            out[key] = value
+    out, blocks = split_hf_state({k: v for k, v in state.items() if not k.endswith("inv_freq")},
+                                 _HF_LAYER, _HF_TOP_LEVEL)  # inv_freq: a derived RoPE buffer
     for i, params in blocks.items():
         if all(f"attention.{n}_proj.weight" in params for n in "qkv"):  # else: the strict check reports it
             out[f"blocks.{i}.attn.qkv.weight"] = torch.cat([params.pop(f"attention.{n}_proj.weight") for n in "qkv"])
@@ -94,16 +83,9 @@ def hf_to_timm(state: Dict[str, torch.Tensor], gated_mlp: bool) -> Dict[str, tor
         for n in "qv":
             if f"attention.{n}_proj.bias" in params:
                 out[f"blocks.{i}.attn.{n}_bias"] = params.pop(f"attention.{n}_proj.bias")
-        for sub, value in params.items():
-            if sub.startswith("mlp.up_proj."):
-                out[f"blocks.{i}.mlp.{'fc1_x' if gated_mlp else 'fc1'}.{sub.rsplit('.', 1)[1]}"] = value
-                continue
-            for old, new in _HF_BLOCK_RENAMES.items():
-                if sub.startswith(old):
-                    out[f"blocks.{i}.{new}{sub[len(old):]}"] = value
-                    break
-            else:
-                out[f"layer.{i}.{sub}"] = value
+        if gated_mlp:
+            params = {k.replace("mlp.up_proj.", "mlp.fc1_x."): v for k, v in params.items()}
+        rename_block_params(out, i, params, _HF_BLOCK_RENAMES, "layer.")
     return out
 
 
