@@ -103,7 +103,8 @@ def compare_to_reference(per_case: Mapping[str, Sequence[dict]], reference: str,
         if trainer == reference:
             continue
         for key in [MEAN_KEY] + list(class_keys):
-            test = paired_wilcoxon(case_values(trainer_rows, key, metric), case_values(per_case[reference], key, metric))
+            test = paired_wilcoxon(case_values(trainer_rows, key, metric),
+                                   case_values(per_case[reference], key, metric))
             rows.append({"trainer": trainer, "reference": reference, "class_key": key, "metric": metric, **test})
     return rows
 

@@ -1,0 +1,64 @@
+"""The two scripts `nnunet-dino crossval --emit DIR` writes: the missing folds as plain commands, and as a
+SLURM-style job array (one array task per trainer x fold) for running folds in parallel on many GPUs."""
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+from typing import Dict, List, Sequence, Tuple
+
+RUN_SCRIPT = "run_folds.sh"
+ARRAY_SCRIPT = "job_array.sh"
+ENV_GUARD = ('for v in nnUNet_raw nnUNet_preprocessed nnUNet_results; do\n'
+             '  [ -n "${!v:-}" ] || { echo "set $v (nnU-Net\'s folders) before running this script" >&2; exit 2; }\n'
+             'done')
+RESUME_NOTE = ("# Every training line uses --c: nnU-Net continues from the fold's newest checkpoint, or starts\n"
+               "# fresh when there is none, so re-running a line (or a re-queued job) never loses work.")
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+
+def run_script(dataset_name: str, commands: Sequence[Tuple[object, List[str]]]) -> str:
+    lines = ["#!/usr/bin/env bash",
+             f"# Missing cross-validation folds of {dataset_name}, written by `nnunet-dino crossval --emit`.",
+             "# One nnUNetv2_train per line: run the script, or hand lines to different machines/GPUs.",
+             RESUME_NOTE, "set -euo pipefail", ENV_GUARD, ""]
+    lines += [f"{shlex.join(command)}  # {plan.trainer} fold {plan.fold}: {plan.reason}" for plan, command in commands]
+    if not commands:
+        lines.append("echo 'nothing to do: every requested fold is done'")
+    return "\n".join(lines) + "\n"
+
+
+def array_script(dataset_name: str, commands: Sequence[Tuple[object, List[str]]], num_gpus: int = 1) -> str:
+    last = max(len(commands) - 1, 0)
+    lines = ["#!/usr/bin/env bash",
+             f"#SBATCH --job-name=cv_{dataset_name}",
+             f"#SBATCH --array=0-{last}",
+             f"#SBATCH --gres=gpu:{num_gpus}",
+             "#SBATCH --cpus-per-task=12          # nnU-Net's data augmentation workers (nnUNet_n_proc_DA)",
+             "#SBATCH --output=crossval_%A_%a.log",
+             f"# {dataset_name}: one array task per missing trainer x fold, written by `nnunet-dino crossval --emit`.",
+             "# Submit with `sbatch job_array.sh` (other schedulers: run task i with SLURM_ARRAY_TASK_ID=i).",
+             "# nnU-Net's own multi-GPU training stays available inside a fold: add `-num_gpus N` to a command",
+             "# (or pass --num-gpus N to crossval --emit) and request N GPUs per task; it runs DDP on them.",
+             RESUME_NOTE, "set -euo pipefail", ENV_GUARD,
+             'case "${SLURM_ARRAY_TASK_ID:?run as a job array (sbatch) or set SLURM_ARRAY_TASK_ID}" in']
+    lines += [f"  {i}) {shlex.join(command)} ;;  # {plan.trainer} fold {plan.fold}"
+              for i, (plan, command) in enumerate(commands)]
+    lines += ['  *) echo "no fold for array index $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;', "esac"]
+    if not commands:
+        lines.insert(1, "# nothing to do: every requested fold is done")
+    return "\n".join(lines) + "\n"
+
+
+def write_scripts(output: str, dataset_name: str, commands: Sequence[Tuple[object, List[str]]],
+                  num_gpus: int = 1) -> Dict[str, str]:
+    os.makedirs(output, exist_ok=True)
+    paths = {"run_folds": os.path.join(output, RUN_SCRIPT), "job_array": os.path.join(output, ARRAY_SCRIPT)}
+    _write(paths["run_folds"], run_script(dataset_name, commands))
+    _write(paths["job_array"], array_script(dataset_name, commands, num_gpus))
+    return paths

@@ -1,0 +1,143 @@
+"""`nnunet-dino report`: score every fold's validation predictions of several trainers with our
+evaluation (Dice, HD95, ASD in mm), aggregate over folds, compare each trainer with a reference over
+cases, and write report.md, CSVs, report.json and a box plot per class.
+
+Inputs are nnU-Net's own files, so any trainer works: predictions in
+`$nnUNet_results/<Dataset>/<Trainer>__<Plans>__<cfg>/fold_X/validation/`, references in
+`$nnUNet_preprocessed/<Dataset>/gt_segmentations/`. See `cv_statistics` for the aggregation.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+from .crossval import dataset_id, resolve_dataset
+from .cv_statistics import MEAN_KEY, aggregate_folds, choose_reference, compare_to_reference
+from .evaluation import classes_from_labels, evaluate_folders
+
+
+@dataclass
+class CrossValReport:
+    dataset: str
+    configuration: str
+    plans: str
+    folds: List[int]
+    trainers: List[str]
+    reference: str
+    class_names: Dict[str, str]                         # class key -> name
+    summary: Dict[str, Dict[str, Dict[str, dict]]]      # trainer -> class key|'mean' -> metric -> over_folds
+    per_case: Dict[str, List[dict]]                     # trainer -> rows (fold, case, class_key, Dice, HD95, ASD)
+    comparison: List[dict]
+    models: Dict[str, dict]                             # trainer -> model_facts (or {'error': ...})
+    notes: List[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def validation_folders(dataset_name: str, trainers: Sequence[str], folds: Sequence[int], plans: str,
+                       configuration: str) -> Dict[str, Dict[int, str]]:
+    """trainer -> fold -> validation folder; ValueError listing every fold without finished validation."""
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+    found: Dict[str, Dict[int, str]] = {}
+    missing = []
+    for trainer in trainers:
+        for fold in folds:
+            folder = os.path.join(get_output_folder(dataset_name, trainer, plans, configuration, fold), "validation")
+            if os.path.isfile(os.path.join(folder, "summary.json")):
+                found.setdefault(trainer, {})[fold] = folder
+            else:
+                missing.append(f"{trainer} fold {fold} ({folder})")
+    if missing:
+        raise ValueError(f"{len(missing)} fold(s) have no finished validation:\n  " + "\n  ".join(missing)
+                         + f"\nRun them first: nnunet-dino crossval -d {dataset_id(dataset_name)} -tr "
+                         + " ".join(trainers) + f" --folds {' '.join(map(str, folds))}"
+                         + (f" -p {plans}" if plans != "nnUNetPlans" else "")
+                         + (f" -c {configuration}" if configuration != "2d" else ""))
+    return found
+
+
+def _case_rows(summary: dict, fold: int, file_ending: str) -> List[dict]:
+    rows = []
+    for case in summary["metric_per_case"]:
+        name = os.path.basename(case["prediction_file"])[: -len(file_ending)]
+        for key, metrics in case["metrics"].items():
+            rows.append({"fold": fold, "case": name, "class_key": key,
+                         **{m: (float("nan") if metrics[m] is None else metrics[m]) for m in ("Dice", "HD95", "ASD")}})
+    return rows
+
+
+def _model_facts(dataset_name: str, trainer: str, plans: str, configuration: str, folds: Sequence[int]) -> dict:
+    """Parameter counts of the trainer's network (built from its first finished fold's checkpoint)."""
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+    from .demo_report import model_facts
+    folder = get_output_folder(dataset_name, trainer, plans, configuration)
+    for fold in folds:
+        if os.path.isfile(os.path.join(folder, f"fold_{fold}", "checkpoint_final.pth")):
+            try:
+                return {**model_facts(folder, fold), "fold": fold}
+            except Exception as error:  # report the others even if one network cannot be rebuilt here
+                return {"error": f"{type(error).__name__}: {error}"}
+    return {"error": "no checkpoint_final.pth in the requested folds"}
+
+
+def _random_backbone(dataset_name: str, trainer: str, plans: str, configuration: str) -> bool:
+    """Whether the plans a model was trained with record a random frozen DINO backbone (tests/demos)."""
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from .plans import PLANS_RECORD_KEY
+    path = os.path.join(get_output_folder(dataset_name, trainer, plans, configuration), "plans.json")
+    if not os.path.isfile(path):
+        return False
+    record = PlansManager(path).get_configuration(configuration).configuration.get(PLANS_RECORD_KEY, {})
+    return record.get("weights", {}).get("format") == "random"
+
+
+def build_report(dataset: str, trainers: Sequence[str], folds: Sequence[int] = (0, 1, 2, 3, 4),
+                 plans: str = "nnUNetPlans", configuration: str = "2d", output: Optional[str] = None,
+                 reference: Optional[str] = None, num_processes: int = 1) -> CrossValReport:
+    """Evaluate and aggregate; per-fold metric files go to `output/evaluation/<trainer>/fold_X/`."""
+    if len(set(trainers)) != len(trainers):
+        raise ValueError(f"a trainer is named twice in {list(trainers)}")
+    reference = choose_reference(trainers, reference)
+    dataset_name = resolve_dataset(dataset)
+    preprocessed = os.path.join(os.environ["nnUNet_preprocessed"], dataset_name)
+    gt_folder = os.path.join(preprocessed, "gt_segmentations")
+    dataset_json_path = os.path.join(preprocessed, "dataset.json")
+    if not os.path.isdir(gt_folder):
+        raise ValueError(f"no reference segmentations in {gt_folder}: run nnUNetv2_plan_and_preprocess "
+                         f"-d {dataset_id(dataset_name)} (it copies them there)")
+    folders = validation_folders(dataset_name, trainers, folds, plans, configuration)
+    with open(dataset_json_path) as f:
+        dataset_json = json.load(f)
+    classes = classes_from_labels(dataset_json["labels"])
+    output = output or f"cv_report_{dataset_name}"
+
+    summary, per_case, models = {}, {}, {}
+    for trainer in trainers:
+        fold_summaries = {}
+        per_case[trainer] = []
+        for fold, folder in sorted(folders[trainer].items()):
+            metrics_folder = os.path.join(output, "evaluation", trainer, f"fold_{fold}")
+            fold_summaries[fold] = evaluate_folders(gt_folder, folder, dataset_json_path, output_dir=metrics_folder,
+                                                    num_processes=num_processes, allow_missing_predictions=True)
+            per_case[trainer] += _case_rows(fold_summaries[fold], fold, dataset_json["file_ending"])
+        summary[trainer] = aggregate_folds(fold_summaries, [c.key for c in classes])
+        models[trainer] = _model_facts(dataset_name, trainer, plans, configuration, folds)
+
+    notes = [f"`{t}` was trained on a RANDOM frozen backbone (nnUNet_dino_weights=random): its numbers show the "
+             f"pipeline works, not what the method can do" for t in trainers
+             if _random_backbone(dataset_name, t, plans, configuration)]
+    case_sets = {t: {r["case"] for r in rows} for t, rows in per_case.items()}
+    if len({frozenset(s) for s in case_sets.values()}) > 1:
+        notes.append("the trainers were validated on different case sets (different splits?): paired tests use "
+                     "the common cases only")
+    comparison = compare_to_reference(per_case, reference, [c.key for c in classes]) if len(trainers) > 1 else []
+    return CrossValReport(dataset_name, configuration, plans, list(folds), list(trainers), reference,
+                          {c.key: c.name for c in classes}, summary, per_case, comparison, models, notes)
+
+
+def class_name(report: CrossValReport, key: str) -> str:
+    return "mean (foreground)" if key == MEAN_KEY else report.class_names[key]

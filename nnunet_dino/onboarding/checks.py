@@ -1,0 +1,142 @@
+"""Consistency checks over the scanned cases. Every check lists *all* offending files, so a user fixes
+everything in one go instead of meeting the errors one at a time."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .naming import Problem
+from .scan import CaseScan, FileFacts
+
+SPACING_RTOL = 1e-3  # relative: exporters round spacings differently; the output copies the image's
+
+
+class OnboardingError(ValueError):
+    """Refusal to onboard a dataset; `problems` holds every finding, the message lists every file."""
+
+    def __init__(self, problems: Sequence[Problem], raw_root: str):
+        self.problems = list(problems)
+        lines = [f"refusing to onboard: {len(self.problems)} kind(s) of problem; nothing was written to {raw_root}"]
+        for problem in self.problems:
+            detail = f": {problem.detail}" if problem.detail else ""
+            lines.append(f"- {problem.kind} ({len(problem.files)} file(s)){detail}")
+            lines += [f"    {path}" + (f"  [{problem.file_notes[path]}]" if path in problem.file_notes else "")
+                      for path in problem.files]
+        super().__init__("\n".join(lines))
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"
+
+
+def _majority(values: List) -> object:
+    return Counter(values).most_common(1)[0][0]
+
+
+def _roles(scan: CaseScan) -> List[Tuple[str, FileFacts]]:
+    """(what the file is in its case, facts): 'image', 'channel t1', 'mask'."""
+    names = ["image" if c is None else f"channel {c}" for c in scan.files.channels]
+    pairs = list(zip(names, scan.images))
+    return pairs + ([("mask", scan.mask)] if scan.mask else [])
+
+
+def _grid_problems(scans: Sequence[CaseScan]) -> List[Problem]:
+    """Within a case: channel files and mask must share shape and spacing."""
+    shape_notes: Dict[str, str] = {}
+    spacing_notes: Dict[str, str] = {}
+    for scan in scans:
+        files = _roles(scan)
+        if len(files) < 2 or len(scan.images) != len(scan.files.images):
+            continue
+        if len({f.shape for _, f in files}) > 1:
+            summary = ", ".join(f"{role} {f.shape}" for role, f in files)
+            shape_notes.update({f.path: summary for _, f in files})
+            continue
+        spacings = [f.geometry.spacing for _, f in files if f.geometry.spacing]
+        if spacings and not all(np.allclose(s, spacings[0], rtol=SPACING_RTOL) for s in spacings):
+            summary = ", ".join(f"{role} {_fmt(f.geometry.spacing)}" for role, f in files if f.geometry.spacing)
+            spacing_notes.update({f.path: summary for _, f in files})
+    problems = []
+    if shape_notes:
+        problems.append(Problem("size mismatches between a case's images and mask (shapes in numpy order)",
+                                list(shape_notes), "images and mask of a case must have the same size",
+                                shape_notes))
+    if spacing_notes:
+        problems.append(Problem("spacing mismatches between a case's images and mask (mm, numpy order)",
+                                list(spacing_notes), "resample one onto the other's grid", spacing_notes))
+    return problems
+
+
+def _channel_problems(scans: Sequence[CaseScan]) -> List[Problem]:
+    """Across cases: the same number of spatial dimensions and of components per channel file."""
+    problems = []
+    complete = [scan for scan in scans if scan.images and len(scan.images) == len(scan.files.images)]
+    if not complete:
+        return problems
+    usual_ndim = _majority([f.geometry.ndim for s in complete for f in s.images])
+    odd = {f.path: f"{f.geometry.ndim}D" for s in complete for f in s.images if f.geometry.ndim != usual_ndim}
+    if odd:
+        problems.append(Problem(f"images that are not {usual_ndim}D like most", list(odd),
+                                "use one kind of data per dataset", odd))
+    usual = _majority([tuple(f.components for f in s.images) for s in complete])
+    odd_cases = [s for s in complete if tuple(f.components for f in s.images) != usual]
+    if odd_cases:
+        notes = {f.path: f"{f.components} component(s)" for s in odd_cases for f in s.images}
+        problems.append(Problem("inconsistent channel counts (colour/vector components per image file)", list(notes),
+                                f"most cases have {list(usual)}: convert these (e.g. grey <-> RGB) to match",
+                                notes))
+    return problems
+
+
+def _label_problems(scans: Sequence[CaseScan], given: Optional[Dict[str, int]]) -> List[Problem]:
+    problems = []
+    masks = [scan.mask for scan in scans if scan.mask is not None]
+    fractional = {m.path: f"e.g. {m.non_integer_examples}" for m in masks if not m.integer_valued}
+    if fractional:
+        problems.append(Problem("masks with non-integer values", list(fractional),
+                                "masks need one integer per class (no interpolation, no lossy JPEG)", fractional))
+    allowed = None if given is None else set(given.values()) | {0}  # 0 is background even if unnamed
+
+    def is_unexpected(value: int) -> bool:
+        return value < 0 if allowed is None else value not in allowed
+
+    unexpected = {}
+    for m in masks:
+        values = sorted(v for v in m.label_counts if is_unexpected(v)) if m.integer_valued else []
+        if values:
+            unexpected[m.path] = f"values {values}"
+    if unexpected:
+        expected = f"the mapping names {sorted(allowed)}" if allowed is not None else "values must be >= 0"
+        problems.append(Problem("masks with unexpected label values", list(unexpected),
+                                f"{expected}: add the values to --labels or fix the masks", unexpected))
+    return problems
+
+
+def find_problems(train: Sequence[CaseScan], test: Sequence[CaseScan],
+                  given_labels: Optional[Dict[str, int]]) -> List[Problem]:
+    """All problems of the scanned training and test cases (naming problems are found earlier)."""
+    problems: List[Problem] = []
+    unreadable = {p: why for scan in list(train) + list(test) for p, why in scan.unreadable}
+    if unreadable:
+        problems.append(Problem("files that cannot be read or used", list(unreadable),
+                                "fix or replace them", unreadable))
+    problems += _grid_problems(list(train) + list(test))
+    problems += _channel_problems(list(train) + list(test))
+    problems += _label_problems(train, given_labels)
+    return problems
+
+
+def found_label_values(scans: Sequence[CaseScan]) -> List[int]:
+    return sorted({v for scan in scans if scan.mask is not None for v in scan.mask.label_counts})
+
+
+def value_ranges(scans: Sequence[CaseScan]) -> List[Tuple[float, float, bool]]:
+    """(min, max, integer-valued) per channel file position over all cases."""
+    positions = max((len(s.images) for s in scans), default=0)
+    ranges = []
+    for i in range(positions):
+        facts = [s.images[i] for s in scans if len(s.images) > i]
+        ranges.append((min(f.vmin for f in facts), max(f.vmax for f in facts), all(f.integer_valued for f in facts)))
+    return ranges

@@ -1,0 +1,107 @@
+"""Reading the user's images and masks, and writing them in nnU-Net's formats.
+
+Arrays are in numpy order ((y, x) or (z, y, x)) with colour/vector components on a last axis when
+there are several. Spacing, origin and direction come from SimpleITK for 3D formats; 2D natural
+images (PNG, JPEG, BMP, TIFF) have none.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .naming import EXTENSIONS_2D, split_extension
+
+
+@dataclass
+class Geometry:
+    ndim: int = 2                                   # spatial dimensions (components excluded)
+    spacing: Optional[Tuple[float, ...]] = None     # numpy order, mm
+    origin: Optional[Tuple[float, ...]] = None      # SimpleITK (x, y, z) order
+    direction: Optional[Tuple[float, ...]] = None
+
+
+class UnsupportedImage(ValueError):
+    """The file is readable but cannot be used as it is (the message says why and what to do)."""
+
+
+def is_natural_2d(path: str) -> bool:
+    return split_extension(os.path.basename(path))[1] in EXTENSIONS_2D
+
+
+def _read_natural(path: str, as_mask: bool) -> np.ndarray:
+    from PIL import Image
+    if split_extension(path)[1] in (".tif", ".tiff"):
+        import tifffile
+        array = tifffile.imread(path)
+        if array.ndim == 3 and array.shape[-1] not in (3, 4):
+            raise UnsupportedImage(f"{array.shape} TIFF is a stack, not a 2D image: save 3D data as NIfTI (.nii.gz)")
+    else:
+        with Image.open(path) as image:
+            if image.mode == "P" and not as_mask:
+                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+            elif image.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                image = image.convert("RGB")
+            elif image.mode == "1":
+                image = image.convert("L")
+            array = np.asarray(image)  # palette masks stay palette indices: the label values
+    if array.ndim > 3 or array.ndim < 2:
+        raise UnsupportedImage(f"{array.shape} is not a 2D grey or colour image")
+    if array.ndim == 3 and array.shape[-1] in (2, 4):  # drop alpha (grey + alpha, RGBA)
+        array = array[..., :-1]
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if as_mask and array.ndim == 3:
+        if not all(np.array_equal(array[..., 0], array[..., c]) for c in range(1, array.shape[-1])):
+            raise UnsupportedImage("colour mask (RGB channels differ): save masks as one-channel label images "
+                                   "(one integer per class)")
+        array = array[..., 0]
+    return array
+
+
+def read_array(path: str, as_mask: bool = False) -> Tuple[np.ndarray, Geometry]:
+    """(array, geometry) of one image or mask file; raises UnsupportedImage with a fix."""
+    if is_natural_2d(path):
+        return _read_natural(path, as_mask), Geometry(ndim=2)
+    import SimpleITK as sitk
+    image = sitk.ReadImage(path)
+    array = sitk.GetArrayFromImage(image)  # (z, y, x[, components])
+    if as_mask and image.GetNumberOfComponentsPerPixel() > 1:
+        raise UnsupportedImage(f"mask has {image.GetNumberOfComponentsPerPixel()} components per voxel: "
+                               f"save masks with one integer label per voxel")
+    geometry = Geometry(image.GetDimension(), tuple(float(s) for s in image.GetSpacing()[::-1]),
+                        tuple(image.GetOrigin()), tuple(image.GetDirection()))
+    return array, geometry
+
+
+def components_of(array: np.ndarray, geometry: Geometry) -> int:
+    return array.shape[-1] if array.ndim > geometry.ndim else 1
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+def write_png(array: np.ndarray, path: str) -> None:
+    """Grey (uint8/uint16) or RGB (uint8) PNG, lossless."""
+    from PIL import Image
+    if array.ndim == 3:
+        Image.fromarray(array.astype(np.uint8), mode="RGB").save(path)
+    elif array.max(initial=0) > 255:
+        Image.fromarray(array.astype(np.uint16)).save(path)
+    else:
+        Image.fromarray(array.astype(np.uint8), mode="L").save(path)
+
+
+def write_sitk(array: np.ndarray, path: str, reference_path: Optional[str]) -> None:
+    """NIfTI (or other SimpleITK format) with the geometry of `reference_path` (None: 2D, spacing 1)."""
+    import SimpleITK as sitk
+    image = sitk.GetImageFromArray(array)
+    if reference_path is not None:
+        reference = sitk.ImageFileReader()
+        reference.SetFileName(reference_path)
+        reference.ReadImageInformation()
+        image.SetSpacing(reference.GetSpacing())
+        image.SetOrigin(reference.GetOrigin())
+        image.SetDirection(reference.GetDirection())
+    sitk.WriteImage(image, path, useCompression=True)
