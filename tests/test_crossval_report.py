@@ -24,12 +24,13 @@ from scipy.stats import wilcoxon
 
 from nnunet_dino.cli import main
 from nnunet_dino.datasets.synthetic import make_synthetic_2d
-from nnunet_dino.pipeline import nnunet_environment, plan_and_preprocess
+from nnunet_dino.pipeline import nnunet_environment, plan_and_preprocess, predict, run_step
 from nnunet_helpers import clean_environment
 
 DATASET_ID = 993
 DATASET = "Dataset993_Synth2D"
-TRAINERS = ("nnUNetTrainer_debug", "nnUNetTrainerSegDINO_debug")  # nnU-Net's own trainer first: the reference
+# nnU-Net's own trainer first (the reference), then two plugin trainers (the pipeline tests below need two)
+TRAINERS = ("nnUNetTrainer_debug", "nnUNetTrainerSegDINO_debug", "nnUNetTrainerDinoUNet_debug")
 FOLDS = range(5)
 CLASSES = {"1": "disk", "2": "square"}
 
@@ -40,7 +41,7 @@ def _fold_folder(env, trainer, fold):
 
 def _crossval(*extra):
     return [sys.executable, "-m", "nnunet_dino.cli", "crossval", "-d", str(DATASET_ID), "-tr", *TRAINERS,
-            "--device", "cpu", *extra]
+            "--device", "cpu", "--npz", *extra]
 
 
 def _interrupted_fold(env):
@@ -73,7 +74,7 @@ def _nnunet_paths(patch, env):
 def crossval_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("crossval")
     env = nnunet_environment(str(work), clean_environment(nnUNet_dino_weights="random", nnUNet_def_n_proc="1"))
-    make_synthetic_2d(env["nnUNet_raw"], DATASET_ID, num_train=10, num_test=0, shape=(48, 64))
+    make_synthetic_2d(env["nnUNet_raw"], DATASET_ID, num_train=10, num_test=2, shape=(48, 64))
     plan_and_preprocess(DATASET_ID, env)
     env["nnUNet_n_proc_DA"] = "0"  # training only: 0 would crash nnU-Net's planner
 
@@ -304,3 +305,56 @@ def test_wilcoxon_zero_differences_and_reference_choice():
     assert choose_reference(["nnUNetTrainerSegDINO", "nnUNetTrainerUDFA"]) == "nnUNetTrainerSegDINO"
     with pytest.raises(ValueError, match="not among"):
         choose_reference(["A", "B"], "C")
+
+
+# --- the rest of nnU-Net's pipeline on these cross-validated plugin models ------------------------------
+# (all 5 folds with --npz above; find_best_configuration across two plugin trainers and nnUNetTrainer,
+# ensembling, post-processing, export to zip, install into a fresh results folder, prediction from it)
+def _raw(env):
+    return os.path.join(env["nnUNet_raw"], DATASET)
+
+
+def test_all_folds_validated_with_softmax_exports(crossval_run):
+    for trainer in TRAINERS:
+        for fold in FOLDS:
+            validation = os.path.join(_fold_folder(crossval_run["env"], trainer, fold), "validation")
+            assert any(f.endswith(".npz") for f in os.listdir(validation)), (trainer, fold)
+
+
+def test_best_configuration_ensemble_and_postprocessing(crossval_run, tmp_path):
+    env = crossval_run["env"]
+    run_step(["nnUNetv2_find_best_configuration", str(DATASET_ID), "-c", "2d", "-tr", *TRAINERS,
+              "-f", *[str(f) for f in FOLDS], "-np", "1"], env)
+    results = os.path.join(env["nnUNet_results"], DATASET)
+    assert os.path.isfile(os.path.join(results, "inference_information.json"))
+    assert [d for d in os.listdir(results) if d.startswith("ensemble_")], "pairwise ensembles are evaluated"
+    members = []
+    for trainer in TRAINERS[1:]:
+        out = str(tmp_path / trainer)
+        predict(DATASET_ID, trainer, os.path.join(_raw(env), "imagesTs"), out, env, folds=FOLDS,
+                extra=["--save_probabilities"])
+        members.append(out)
+    ensemble = str(tmp_path / "ensemble")
+    run_step(["nnUNetv2_ensemble", "-i", *members, "-o", ensemble, "-np", "1"], env)
+    model = os.path.join(results, f"{TRAINERS[1]}__nnUNetPlans__2d")
+    processed = str(tmp_path / "postprocessed")
+    run_step(["nnUNetv2_apply_postprocessing", "-i", ensemble, "-o", processed, "-pp_pkl_file",
+              os.path.join(model, "crossval_results_folds_0_1_2_3_4", "postprocessing.pkl"), "-np", "1",
+              "-plans_json", os.path.join(model, "plans.json"), "-dataset_json", os.path.join(model, "dataset.json")],
+             env)
+    cases = sorted(os.listdir(os.path.join(_raw(env), "labelsTs")))
+    for folder in (ensemble, processed):
+        assert sorted(f for f in os.listdir(folder) if f.endswith(".png")) == cases
+
+
+def test_export_install_and_predict_from_a_fresh_results_folder(crossval_run, tmp_path):
+    env = crossval_run["env"]
+    archive = str(tmp_path / "model.zip")
+    run_step(["nnUNetv2_export_model_to_zip", "-d", str(DATASET_ID), "-o", archive, "-c", "2d", "-tr", TRAINERS[1],
+              "-f", *[str(f) for f in FOLDS]], env)
+    fresh = dict(env, nnUNet_results=str(tmp_path / "fresh_results"))
+    os.makedirs(fresh["nnUNet_results"])
+    run_step(["nnUNetv2_install_pretrained_model_from_zip", archive], fresh)
+    out = str(tmp_path / "predictions")
+    predict(DATASET_ID, TRAINERS[1], os.path.join(_raw(env), "imagesTs"), out, fresh, folds=FOLDS)
+    assert len([f for f in os.listdir(out) if f.endswith(".png")]) == 2
