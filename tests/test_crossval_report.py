@@ -121,7 +121,7 @@ def test_resume_skips_finished_folds_and_continues_the_interrupted_one(crossval_
         final = os.path.join(_fold_folder(env, t, f), "checkpoint_final.pth")
         assert os.path.getmtime(final) == crossval_run["final_mtimes"][(t, f)], f"{t} fold {f} was re-run"
     assert _done_folds(env) == {(t, f) for t in TRAINERS for f in FOLDS}
-    assert "all 10 folds done" in out
+    assert f"all {len(TRAINERS) * len(FOLDS)} folds done" in out
 
 
 def test_emit_writes_one_command_per_missing_fold(crossval_run):
@@ -327,7 +327,9 @@ def test_best_configuration_ensemble_and_postprocessing(crossval_run, tmp_path):
               "-f", *[str(f) for f in FOLDS], "-np", "1"], env)
     results = os.path.join(env["nnUNet_results"], DATASET)
     assert os.path.isfile(os.path.join(results, "inference_information.json"))
-    assert [d for d in os.listdir(results) if d.startswith("ensemble_")], "pairwise ensembles are evaluated"
+    ensembles = os.path.join(results, "ensembles")  # pairwise ensembles of the cross-validations
+    assert len(os.listdir(ensembles)) == 3 and all(
+        os.path.isfile(os.path.join(ensembles, e, "summary.json")) for e in os.listdir(ensembles))
     members = []
     for trainer in TRAINERS[1:]:
         out = str(tmp_path / trainer)
