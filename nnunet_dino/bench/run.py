@@ -17,7 +17,8 @@ import torch
 
 from .settings import BenchSettings, FAMILIES, FAMILY_NAMES, GOALS, MATMUL_SIZE, MIRROR_AXES_2D
 from .contenders import Contender, bench_plans, build_contender, set_inference_mode, step_autocast, train_step
-from .measure import checkpoint_sizes, count_flops, frozen_backbone_call, init_optimizer_state, matmul_call, memory_in_children, sliding_window_call, timed_round_robin
+from .measure import (checkpoint_sizes, count_flops, frozen_backbone_call, init_optimizer_state, matmul_call,
+                      memory_in_children, sliding_window_call, timed_round_robin)
 
 # --- the run -----------------------------------------------------------------------------------------
 def machine_info(device: torch.device) -> dict:
@@ -189,6 +190,7 @@ def run_benchmark(settings: BenchSettings) -> dict:
     machine = machine_info(device)
     machine["load_average_at_start"] = load_at_start
     return {"machine": machine, "settings": settings_out,
-            "matmul": {"n": MATMUL_SIZE[device.type], "gflops": bb and bb["matmul_gflops"], "dtype": bb and bb["matmul_dtype"],
+            "matmul": {"n": MATMUL_SIZE[device.type], "gflops": bb and bb["matmul_gflops"],
+                       "dtype": bb and bb["matmul_dtype"],
                        "note": "timed round-robin with the backbone forwards"},
             "models": models, "goals": evaluate_goals(models), "elapsed_s": time.perf_counter() - started}
