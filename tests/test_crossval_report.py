@@ -339,11 +339,11 @@ def test_best_configuration_ensemble_and_postprocessing(crossval_run, tmp_path):
     ensemble = str(tmp_path / "ensemble")
     run_step(["nnUNetv2_ensemble", "-i", *members, "-o", ensemble, "-np", "1"], env)
     model = os.path.join(results, f"{TRAINERS[1]}__nnUNetPlans__2d")
-    processed = str(tmp_path / "postprocessed")
+    best = json.load(open(os.path.join(results, "inference_information.json")))["best_model_or_ensemble"]
+    processed = str(tmp_path / "postprocessed")  # with the post-processing find_best_configuration chose
     run_step(["nnUNetv2_apply_postprocessing", "-i", ensemble, "-o", processed, "-pp_pkl_file",
-              os.path.join(model, "crossval_results_folds_0_1_2_3_4", "postprocessing.pkl"), "-np", "1",
-              "-plans_json", os.path.join(model, "plans.json"), "-dataset_json", os.path.join(model, "dataset.json")],
-             env)
+              best["postprocessing_file"], "-np", "1", "-plans_json", best["some_plans_file"],
+              "-dataset_json", os.path.join(model, "dataset.json")], env)
     cases = sorted(os.listdir(os.path.join(_raw(env), "labelsTs")))
     for folder in (ensemble, processed):
         assert sorted(f for f in os.listdir(folder) if f.endswith(".png")) == cases
