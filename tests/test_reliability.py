@@ -15,6 +15,7 @@ from skimage.io import imread, imsave
 from nnunet_dino.datasets.synthetic import make_synthetic_2d, make_synthetic_3d
 from nnunet_dino.pipeline import nnunet_command, nnunet_environment, plan_and_preprocess, predict, results_folder, train
 from nnunet_dino.training.base import NotEnoughMemoryError, RANDOM_BACKBONE_WARNING_FILE
+from nnunet_dino.training.trainers import nnUNetTrainerSegDINO_debug
 from nnunet_helpers import clean_environment, make_trainer
 
 TRAINER = "nnUNetTrainerSegDINO_debug"
@@ -80,8 +81,8 @@ def test_fixed_seed_gives_identical_first_losses_and_predictions(synthetic_2d, t
 
 def test_out_of_memory_gets_a_message_with_the_fix(nnunet_paths, monkeypatch):
     monkeypatch.setenv("nnUNet_dino_weights", "random")
-    trainer = make_trainer(__import__("nnunet_dino.training.trainers", fromlist=["x"]).nnUNetTrainerSegDINO_debug,
-                           nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])
+    trainer = make_trainer(nnUNetTrainerSegDINO_debug, nnunet_paths["env"]["nnUNet_preprocessed"],
+                           nnunet_paths["dataset"])
     trainer.on_train_start()
 
     def exhausted(*args, **kwargs):
