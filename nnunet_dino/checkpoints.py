@@ -16,7 +16,8 @@ import torch
 from .networks.base import BACKBONE_RECORD_KEY
 
 
-def _network_for(model_folder: str, checkpoint: dict):
+def network_for_model_folder(model_folder: str, checkpoint: dict):
+    """The untrained network of a results folder, built as nnUNetv2_predict builds it (no weights)."""
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -41,7 +42,7 @@ def bundle_model_folder(model_folder: str) -> list:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # nnU-Net's own format
         if BACKBONE_RECORD_KEY not in checkpoint["network_weights"]:
             continue
-        network = network or _network_for(model_folder, checkpoint)
+        network = network or network_for_model_folder(model_folder, checkpoint)
         network.load_state_dict(checkpoint["network_weights"])  # restores + verifies the backbone
         checkpoint["network_weights"] = network.state_dict()
         tmp = path + ".tmp"

@@ -3,7 +3,6 @@ test slices (image, ground truth and each model's prediction overlaid), and the 
 them honestly (data, weights, training budget, parameter counts)."""
 from __future__ import annotations
 
-import json
 import os
 from typing import Dict, List, Sequence
 
@@ -13,19 +12,14 @@ import numpy as np
 def model_facts(model_folder: str, fold: int = 0) -> dict:
     """Epochs trained and trainable/total parameters of a trained nnU-Net model folder."""
     import torch
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from .checkpoints import network_for_model_folder
     from .networks.base import count_parameters
     checkpoint = torch.load(os.path.join(model_folder, f"fold_{fold}", "checkpoint_final.pth"),
                             map_location="cpu", weights_only=False)  # nnU-Net's own checkpoint format
-    plans = PlansManager(os.path.join(model_folder, "plans.json"))
-    dataset_json = json.load(open(os.path.join(model_folder, "dataset.json")))
-    config = plans.get_configuration(checkpoint["init_args"]["configuration"])
-    trainer = recursive_find_trainer_class_by_name(checkpoint["trainer_name"])
-    network = trainer.build_network_architecture(
-        plans, config, determine_num_input_channels(plans, config, dataset_json),
-        plans.get_label_manager(dataset_json).num_segmentation_heads, False)
+    network = network_for_model_folder(model_folder, checkpoint)
+    config = PlansManager(os.path.join(model_folder, "plans.json")).get_configuration(
+        checkpoint["init_args"]["configuration"])
     trainable, total = count_parameters(network)
     return {"trainer": checkpoint["trainer_name"], "epochs": int(checkpoint["current_epoch"]),
             "trainable_params": trainable, "total_params": total, "patch_size": list(config.patch_size)}
