@@ -131,10 +131,16 @@ def _bench(args) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         print("nnunet-dino bench: error: --device cuda, but torch sees no CUDA device", file=sys.stderr)
         return 2
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"nnunet-dino bench: error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)  # the memory children inherit the count
     settings = BenchSettings(patch=tuple(args.patch), batch=args.batch, repeats=args.repeats, warmup=args.warmup,
                              device=device, families=tuple(args.families), input_channels=args.channels,
                              num_classes=args.classes, case=tuple(args.case) if args.case else None,
-                             predict_repeats=args.predict_repeats, vit_b=not args.no_vit_b)
+                             predict_repeats=args.predict_repeats, vit_b=not args.no_vit_b,
+                             cpu_precision=args.cpu_precision)
     results = run_benchmark(settings)
     print(format_report(results))
     write_json(results, args.json)
@@ -258,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sliding-window case size (default: twice the patch)")
     p.add_argument("--predict-repeats", type=int, default=1, help="sliding-window runs per model (default 1)")
     p.add_argument("--no-vit-b", action="store_true", help="skip the ViT-B checkpoint sizes")
+    p.add_argument("--cpu-precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="the plugin networks' CPU precision (default auto: bf16 autocast where the CPU has native "
+                        "bf16, as the trainers run; fp32 compares like for like with nnUNetTrainer's fp32)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", default="bench_results.json", help="results file (default: bench_results.json)")
     p.set_defaults(func=_bench)
     return parser

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from nnunet_dino.bench import GOALS, bench_plans
+from nnunet_dino.networks.base import cpu_has_native_bf16
 
 MODEL_FIELDS = ("label", "trainer", "network", "backbone", "optimizer", "loss", "params", "train_step", "checkpoint",
                 "inference", "backbone_forward", "prediction", "memory", "checkpoint_vit_b", "ratios")
@@ -30,7 +31,7 @@ def bench_run(tmp_path_factory):
     cli = os.path.join(os.path.dirname(sys.executable), "nnunet-dino")
     env = dict(os.environ, OMP_NUM_THREADS="1")  # one thread: no spinning against other jobs on a busy machine
     done = subprocess.run([cli, "bench", "--patch", "64", "64", "--batch", "1", "--repeats", "1", "--warmup", "0",
-                           "--families", "segdino", "--device", "cpu", "--json", str(out)],
+                           "--families", "segdino", "--device", "cpu", "--threads", "1", "--json", str(out)],
                           capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout, json.loads(out.read_text())
@@ -39,14 +40,17 @@ def bench_run(tmp_path_factory):
 def test_prints_the_table_and_the_goals(bench_run):
     stdout, _ = bench_run
     for text in ("| model", "nnUNetTrainer (PlainConvUNet)", "SegDINO ViT-S/16", "step / nnU", "ckpt slim MB",
-                 "goals (issue #7):", "machine:", "threads"):
+                 "goals (issue #7):", "machine:", "1 threads", "precision: nnUNetTrainer fp32; plugin networks"):
         assert text in stdout
     assert sum(line.strip().startswith(("met", "MISSED")) for line in stdout.splitlines()) == 5  # SegDINO's goals
 
 
 def test_json_has_every_figure_with_sane_values(bench_run):
     _, results = bench_run
-    assert {"cpu", "cores", "torch", "threads"} <= set(results["machine"])
+    assert {"cpu", "cores", "torch", "threads"} <= set(results["machine"]) and results["machine"]["threads"] == 1
+    # cpu_precision auto: the plugin networks (and the matmul ceiling they are compared with) in bf16 where native
+    assert results["settings"]["cpu_precision"] == "auto"
+    assert results["matmul"]["dtype"] == ("bfloat16" if cpu_has_native_bf16() else "float32")
     models = results["models"]
     assert set(models) == {"nnunet", "segdino"}
     for key, m in models.items():

@@ -123,6 +123,8 @@ def build_contender(key: str, trainer_name: str, settings: BenchSettings, plans=
                                                 settings.num_classes)
     network = trainer.build_network_architecture(pm, cm, settings.input_channels, settings.num_classes,
                                                  not is_dino(trainer))
+    if is_dino(trainer):
+        network.set_cpu_precision(settings.cpu_precision)
     if is_dino(trainer) and load_weights:  # seeded random weights: records the fingerprint slim checkpoints need
         load_backbone_weights(network.backbone, WeightsSource("random"))
     network = network.to(device).train()
@@ -137,6 +139,13 @@ def build_contender(key: str, trainer_name: str, settings: BenchSettings, plans=
                   for scale in host._get_deep_supervision_scales()]
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
     return Contender(key, trainer, network, optimizer, loss, data, target, scaler, device)
+
+
+def plugin_cpu_bf16(settings: BenchSettings) -> bool:
+    """Whether the plugin networks run under CPU bf16 autocast in this run."""
+    from ..networks.base import cpu_has_native_bf16
+    return settings.device == "cpu" and (settings.cpu_precision == "bf16"
+                                         or (settings.cpu_precision == "auto" and cpu_has_native_bf16()))
 
 
 def step_autocast(device: torch.device):

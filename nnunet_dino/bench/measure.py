@@ -41,11 +41,11 @@ def timed_round_robin(calls: Dict[str, Callable[[], object]], repeats: int, warm
     return times
 
 
-def matmul_call(device: torch.device) -> Tuple[Callable[[], object], int, str]:
-    """An n x n @ n x n matmul (its FLOPs and dtype) in the dtype the backbone's GEMMs run in: fp32
-    on CPU, bf16 on CUDA (the backbone autocasts to bf16)."""
+def matmul_call(device: torch.device, bf16: bool) -> Tuple[Callable[[], object], int, str]:
+    """An n x n @ n x n matmul (its FLOPs and dtype) in the dtype the backbone's GEMMs run in: bf16 on
+    CUDA (the backbone autocasts to bf16) and on CPUs where the networks run bf16, else fp32."""
     n = MATMUL_SIZE[device.type]
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = torch.bfloat16 if bf16 else torch.float32
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     return (lambda: a @ b), 2 * n ** 3, str(dtype).replace("torch.", "")
 
@@ -75,14 +75,15 @@ def frozen_backbone_call(c: Contender) -> Callable[[], object]:
     with torch.no_grad():
         image = net.input_adapter(pad_to_multiple(c.data, net.pad_multiple)[0])
     backbone = net.backbone
+    cpu_bf16 = torch.autocast("cpu", dtype=torch.bfloat16, enabled=net.uses_cpu_bf16(image))
     if hasattr(net, "taps"):
         def call():
-            with step_autocast(c.device):
+            with step_autocast(c.device), cpu_bf16:
                 return backbone(image, net.taps)
         return call
 
     def call():
-        with torch.no_grad(), step_autocast(c.device), backbone.autocast(image):
+        with torch.no_grad(), step_autocast(c.device), cpu_bf16, backbone.autocast(image):
             tokens, rope, grid = backbone.embed(image)
             tokens = backbone.run_blocks(tokens, rope, 0, backbone.depth)
             return backbone.to_map(tokens, grid)

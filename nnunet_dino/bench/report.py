@@ -31,7 +31,8 @@ def format_report(results: dict) -> str:
            f"settings: device {s['device']}, patch {s['planned_patch'][0]}x{s['planned_patch'][1]}, batch "
            f"{s['batch']}, {s['input_channels']} channel(s), {s['num_classes']} classes; medians of {s['repeats']} "
            f"after {s['warmup']} warm-up; inference at batch 1; memory at the training batch; prediction: one "
-           f"{s['case'][0]}x{s['case'][1]} case, {s['predict_repeats']} run(s); {s['execution']}", ""]
+           f"{s['case'][0]}x{s['case'][1]} case, {s['predict_repeats']} run(s); {s['execution']}",
+           f"precision: {s['autocast']}", ""]
     speed = []
     for r in models.values():
         bb, ratio = r["backbone_forward"], r["ratios"]

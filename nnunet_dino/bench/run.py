@@ -16,7 +16,8 @@ from typing import Dict, List, Sequence
 import torch
 
 from .settings import BenchSettings, FAMILIES, FAMILY_NAMES, GOALS, MATMUL_SIZE, MIRROR_AXES_2D
-from .contenders import Contender, bench_plans, build_contender, set_inference_mode, step_autocast, train_step
+from .contenders import (Contender, bench_plans, build_contender, plugin_cpu_bf16, set_inference_mode, step_autocast,
+                         train_step)
 from .measure import (checkpoint_sizes, count_flops, frozen_backbone_call, init_optimizer_state, matmul_call,
                       memory_in_children, sliding_window_call, timed_round_robin)
 
@@ -89,7 +90,7 @@ def measure_models(keys: Sequence[str], settings: BenchSettings, plans, folder: 
                                          tiles_per_s=1.0 / statistics.median(times[key]))
 
     _log("frozen backbones alone, and the matmul ceiling")
-    matmul, matmul_flops, dtype = matmul_call(device)
+    matmul, matmul_flops, dtype = matmul_call(device, device.type == "cuda" or plugin_cpu_bf16(settings))
     backbones = {k: frozen_backbone_call(c) for k, c in contenders.items() if c.dino}
     times = timed_round_robin({"matmul": matmul, **backbones}, settings.repeats, max(1, settings.warmup), device)
     matmul_gflops = matmul_flops / statistics.median(times["matmul"]) / 1e9
@@ -177,7 +178,10 @@ def run_benchmark(settings: BenchSettings) -> dict:
     patch = tuple(plans[1].patch_size)
     settings_out = dict(asdict(settings), planned_patch=list(patch), case=list(settings.case_size),
                         execution="eager (no torch.compile)", timing="round-robin over the models",
-                        autocast="fp16 step autocast + bf16 backbone on CUDA; fp32 on CPU")
+                        autocast=("fp16 step autocast + bf16 backbone on CUDA" if device.type == "cuda" else
+                                  "nnUNetTrainer fp32; plugin networks "
+                                  + ("bf16 autocast" if plugin_cpu_bf16(settings) else "fp32")
+                                  + f" (cpu_precision={settings.cpu_precision})"))
     with tempfile.TemporaryDirectory(prefix="nnunet_dino_bench_") as folder:
         models = measure_models(("nnunet", *settings.families), settings, plans, folder)
         for key in models:

@@ -39,6 +39,7 @@ class BenchSettings:
     case: Optional[Tuple[int, int]] = None   # sliding-window case (H, W); default twice the patch
     predict_repeats: int = 1
     vit_b: bool = True                       # also write ViT-B checkpoints (sizes only)
+    cpu_precision: str = "auto"              # the plugin networks' `cpu_precision` (nnUNetTrainer: fp32 on CPU)
 
     @property
     def case_size(self) -> Tuple[int, int]:

@@ -266,8 +266,8 @@ class DinoUNet(DinoSegmentationNetwork):
                  num_heads: int = 16, num_points: int = 4, value_ratio: float = 0.5, ffn_ratio: float = 0.25,
                  extra_extractors: int = 2, fapm_rank: int = 256,
                  decoder_channels: Sequence[int] = (32, 64, 128, 256), n_conv_per_stage: int = 2,
-                 gradient_checkpointing: bool = False):
-        super().__init__(input_channels, num_classes, backbone, pos_embed_resize, imagenet_normalize)
+                 gradient_checkpointing: bool = False, cpu_precision: str = "auto"):
+        super().__init__(input_channels, num_classes, backbone, pos_embed_resize, imagenet_normalize, cpu_precision)
         self.taps = tuple(self.backbone.spec.default_taps if taps is None else taps)
         if len(self.taps) != 4 or len(decoder_channels) != 4:
             raise ValueError(f"Dino U-Net uses 4 taps and 4 decoder widths, got {self.taps}, "

@@ -39,8 +39,8 @@ class SegDINOHead(nn.Module):
 class SegDINO(DinoSegmentationNetwork):
     def __init__(self, input_channels: int, num_classes: int, backbone: str = "dinov3_vits16",
                  pos_embed_resize: str = "meta", imagenet_normalize: bool = False,
-                 taps: Sequence[int] = None, features: int = 128):
-        super().__init__(input_channels, num_classes, backbone, pos_embed_resize, imagenet_normalize)
+                 taps: Sequence[int] = None, features: int = 128, cpu_precision: str = "auto"):
+        super().__init__(input_channels, num_classes, backbone, pos_embed_resize, imagenet_normalize, cpu_precision)
         self.taps = tuple(self.backbone.spec.default_taps if taps is None else taps)
         if len(self.taps) != len(PROJECTION_CHANNELS):
             raise ValueError(f"SegDINO uses {len(PROJECTION_CHANNELS)} taps, got {self.taps}")

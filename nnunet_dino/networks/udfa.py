@@ -130,8 +130,8 @@ class UDFA(DinoSegmentationNetwork):
                  spa_channels: Sequence[int] = SPA_CHANNELS, spa_convs_per_stage: int = 2,
                  num_heads: Optional[int] = None, attention_dim: Optional[int] = None, mlp_ratio: float = 4.0,
                  bottleneck_channels: int = 512, decoder_convs_per_stage: int = 2,
-                 checkpoint_backbone: bool = False):
-        super().__init__(input_channels, num_classes, backbone, pos_embed_resize, imagenet_normalize)
+                 checkpoint_backbone: bool = False, cpu_precision: str = "auto"):
+        super().__init__(input_channels, num_classes, backbone, pos_embed_resize, imagenet_normalize, cpu_precision)
         spa_channels = tuple(spa_channels)
         if len(spa_channels) != len(SPA_CHANNELS):
             raise ValueError(f"spa_channels needs {len(SPA_CHANNELS)} widths (/1, /2, /4, /8, /16), got {spa_channels}")
