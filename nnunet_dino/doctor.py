@@ -60,6 +60,9 @@ def report() -> Tuple[str, bool]:
                      f"{'yes' if torch.cuda.is_bf16_supported() else 'no'}), {torch.cuda.device_count()} GPU(s)")
     else:
         lines.append(f"device: cpu only ({os.cpu_count()} cores); train with `-device cpu`")
+    from .networks.base import cpu_has_native_bf16
+    lines.append("CPU precision of the plugin networks (cpu_precision=auto): " +
+                 ("bf16 autocast (native bf16 on this CPU)" if cpu_has_native_bf16() else "fp32 (no native bf16)"))
     folder = trainer_folder()
     listed = folder in os.environ.get(ENV_VAR, "").split(os.pathsep)
     lines.append(f"{ENV_VAR}: {os.environ.get(ENV_VAR, '(unset)')}  -> plugin folder "

@@ -87,6 +87,8 @@ def test_doctor_reports_trainers_and_weights(tmp_path, weights):
     out = proc.stdout
     for key in ("torch 2.", "nnunetv2 2.8", "timm 1.0", "device:"):
         assert key in out
+    from nnunet_dino.networks.base import cpu_has_native_bf16
+    assert ("bf16 autocast (native bf16" if cpu_has_native_bf16() else "fp32 (no native bf16)") in out
     assert "nnUNetTrainerSegDINO               found (nnunet_dino.training.trainers)" in out
     lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  dino")}
     if weights == "unset":
