@@ -103,3 +103,40 @@ def test_time_budget_fits_epochs_and_schedule_to_the_budget(nnunet_paths, monkey
     assert trainer.lr_scheduler.num_epochs == trainer.num_epochs  # poly/constant stretched to the budget
     assert os.path.isfile(os.path.join(trainer.output_folder, "checkpoint_final.pth"))
     assert took < 4.0 + 60  # setup and the final checkpoint on top of the budget, never epochs past it
+
+
+def test_time_budget_refits_after_a_slow_first_epoch(monkeypatch):
+    """First epochs run slow (kernel selection, loader start-up): fitting the budget to the first epoch
+    alone would stop far too early. A fake clock makes this exact."""
+    from types import SimpleNamespace
+    from nnunet_dino.training import budget
+
+    clock = [0.0]
+    monkeypatch.setattr(budget.time, "monotonic", lambda: clock[0])
+
+    class FakeTrainer(budget.TimeBudgetMixin):
+        time_budget_s = 60.0
+
+        def __init__(self):  # no nnU-Net: only what the loop touches
+            self.num_epochs, self.current_epoch, self.num_iterations_per_epoch = 10_000, 0, 10
+            self.lr_scheduler, self.logs = SimpleNamespace(num_epochs=None), []
+
+        def print_to_log_file(self, *args):
+            self.logs.append(" ".join(map(str, args)))
+
+        def on_train_start(self):
+            pass
+
+        def on_train_end(self):
+            pass
+
+        def _run_epoch(self):
+            clock[0] += 10.0 if self.current_epoch == 0 else 1.0
+            self.current_epoch += 1
+
+    trainer = FakeTrainer()
+    trainer.run_training()
+    # 10 s, then 1 s epochs: the first epoch alone predicts 6 epochs; refitting fills the budget exactly
+    assert trainer.current_epoch == 51 and clock[0] == 60.0
+    assert trainer.num_epochs == trainer.lr_scheduler.num_epochs == 51
+    assert any("reached after 51 epochs" in line for line in trainer.logs)
