@@ -44,7 +44,8 @@ Choices where the paper is silent:
 - Gradients: blocks before the first injection and the patch embedding run under no_grad, so a
   learnable 1x1 channel mixer (inputs with 2 or >= 4 channels) learns through the SPA only.
   `checkpoint_backbone=True` recomputes the later frozen blocks in backward (for L and g). On CUDA
-  the frozen blocks run in the backbone's bf16 autocast, like every network here.
+  the frozen blocks run in the backbone's bf16 autocast, like every network here (on CPUs with
+  native bf16 the whole forward runs under bf16 autocast: `cpu_precision` in networks/base.py).
 - Init: nnU-Net's He-normal for convs; trunc-normal(0.02) for attention and MLP linears.
 
 Parameter counts with the defaults, 1 input channel and 4 classes (each further class adds 33;
