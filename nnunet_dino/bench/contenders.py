@@ -143,9 +143,8 @@ def build_contender(key: str, trainer_name: str, settings: BenchSettings, plans=
 
 def plugin_cpu_bf16(settings: BenchSettings) -> bool:
     """Whether the plugin networks run under CPU bf16 autocast in this run."""
-    from ..networks.base import cpu_has_native_bf16
-    return settings.device == "cpu" and (settings.cpu_precision == "bf16"
-                                         or (settings.cpu_precision == "auto" and cpu_has_native_bf16()))
+    from ..networks.base import resolve_cpu_bf16
+    return settings.device == "cpu" and resolve_cpu_bf16(settings.cpu_precision)
 
 
 def step_autocast(device: torch.device):

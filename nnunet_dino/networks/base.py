@@ -84,6 +84,13 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+def resolve_cpu_bf16(cpu_precision: str) -> bool:
+    """Whether a `cpu_precision` setting means bf16 autocast on this CPU."""
+    if cpu_precision not in CPU_PRECISIONS:
+        raise ValueError(f"cpu_precision must be one of {CPU_PRECISIONS}, got {cpu_precision!r}")
+    return cpu_precision == "bf16" or (cpu_precision == "auto" and cpu_has_native_bf16())
+
+
 def count_parameters(module: nn.Module) -> Tuple[int, int]:
     """(trainable, total) parameter counts."""
     total = sum(p.numel() for p in module.parameters())
@@ -124,11 +131,9 @@ class DinoSegmentationNetwork(nn.Module):
         raise NotImplementedError
 
     def set_cpu_precision(self, cpu_precision: str) -> None:
-        if cpu_precision not in CPU_PRECISIONS:
-            raise ValueError(f"cpu_precision must be one of {CPU_PRECISIONS}, got {cpu_precision!r}")
-        self.cpu_precision = cpu_precision
         # resolved once: the CPU does not change under a live network (and dynamo need not trace the probe)
-        self.cpu_bf16 = cpu_precision == "bf16" or (cpu_precision == "auto" and cpu_has_native_bf16())
+        self.cpu_bf16 = resolve_cpu_bf16(cpu_precision)
+        self.cpu_precision = cpu_precision
 
     def uses_cpu_bf16(self, x: torch.Tensor) -> bool:
         """Whether `forward(x)` runs under CPU bf16 autocast (see `cpu_precision`)."""
