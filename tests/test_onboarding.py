@@ -235,6 +235,7 @@ def test_refuses_inconsistent_channel_counts(tmp_path, raw, kind):
         message = _refused(raw, images=source, masks=None, image_pattern="{case}_{channel}.nii.gz",
                            mask_pattern="{case}_seg.nii.gz")
         offending = [os.path.join(source, "case2_ct.nii.gz")]
+        which = "(channel files per case)"
     else:
         images, masks = make_grey_2d(tmp_path)
         for i in (1, 3):
@@ -242,8 +243,10 @@ def test_refuses_inconsistent_channel_counts(tmp_path, raw, kind):
             Image.fromarray(np.stack([grey] * 3, -1)).save(os.path.join(images, f"c{i}.png"))
         message = _refused(raw, images=images, masks=masks)
         offending = [os.path.join(images, "c1.png"), os.path.join(images, "c3.png")]
+        which = "(colour/vector components per image file)"
     _assert_lists(message, offending)
     assert "inconsistent channel counts" in message
+    assert f"inconsistent channel counts {which}" in message  # the check meant for this case fired
 
 
 def test_refuses_an_existing_dataset_id_unless_overwrite(tmp_path, raw):
@@ -255,6 +258,46 @@ def test_refuses_an_existing_dataset_id_unless_overwrite(tmp_path, raw):
     assert "--overwrite" in message
     result = onboard(images, masks, 50, "New", raw, overwrite=True, progress=False)
     assert _listing(raw) == ["Dataset050_New"] and result.replaced == [old]
+
+
+def test_refuses_an_id_that_has_another_name_in_preprocessed(tmp_path, raw, monkeypatch):
+    images, masks = make_grey_2d(tmp_path)
+    preprocessed = tmp_path / "nnUNet_preprocessed"
+    (preprocessed / "Dataset050_Other").mkdir(parents=True)
+    monkeypatch.setenv("nnUNet_preprocessed", str(preprocessed))
+    message = _refused(raw, images=images, masks=masks)
+    _assert_lists(message, [preprocessed / "Dataset050_Other"])
+    assert "has another name in nnUNet_preprocessed" in message
+
+
+def test_a_failed_integrity_check_keeps_nothing(tmp_path, raw, monkeypatch):
+    """nnU-Net's own check runs on the converted folder before it is moved into place."""
+    import nnunetv2.experiment_planning.verify_dataset_integrity as integrity
+    checked = []
+
+    def failing_check(folder, num_processes):
+        checked.append(sorted(os.listdir(folder)))
+        raise AssertionError("simulated integrity failure")
+
+    monkeypatch.setattr(integrity, "verify_dataset_integrity", failing_check)
+    images, masks = make_grey_2d(tmp_path)
+    with pytest.raises(ValueError, match="integrity check failed.*simulated integrity failure"):
+        onboard(images, masks, 42, "Grey", raw, progress=False)
+    assert checked and {"dataset.json", "imagesTr", "labelsTr"} <= set(checked[0])
+    assert _listing(raw) == []
+
+
+def test_overwrite_keeps_the_old_dataset_when_the_new_one_fails(tmp_path, raw, monkeypatch):
+    import nnunetv2.experiment_planning.verify_dataset_integrity as integrity
+    images, masks = make_grey_2d(tmp_path)
+    onboard(images, masks, 50, "Grey", raw, progress=False)
+    monkeypatch.setattr(integrity, "verify_dataset_integrity",
+                        lambda folder, num_processes: (_ for _ in ()).throw(AssertionError("simulated")))
+    with pytest.raises(ValueError, match="integrity check failed"):
+        onboard(images, masks, 50, "Grey", raw, overwrite=True, progress=False)
+    assert _listing(raw) == ["Dataset050_Grey"]
+    monkeypatch.undo()  # the real check again: the old dataset is intact
+    _verify(os.path.join(raw, "Dataset050_Grey"))
 
 
 def test_all_problems_are_reported_together_and_cli_exit_code(tmp_path, raw, capsys):

@@ -28,6 +28,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .folders import move_into_place
+
 MRICRON_DIR_ENV_VAR = "NNUNET_DINO_MRICRON_DIR"
 DEFAULT_MRICRON_DIRS = ("/usr/share/mricron/templates",)
 IMAGE_FILE, ATLAS_FILE, ATLAS_NAMES_FILE = "ch2.nii.gz", "aal.nii.gz", "aal.nii.txt"
@@ -299,7 +301,7 @@ def make_colin27_dataset(raw_root: str, dataset_id: int = 901, name: Optional[st
         case_shape = tuple(int(v) for v in label_zyx[:slab // downsample].shape)
         result = Colin27Dataset(final, dataset_id, labels, slabs, case_shape, spacing_xyz[::-1], voxels)
         _write_metadata(tmp, result, source, regions, mapping, (z_lo, y0, x0), downsample, margin_mm)
-        _move_into_place(tmp, final)
+        move_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -338,16 +340,6 @@ def _check_target(raw_root: str, final: str, dataset_id: int, overwrite: bool) -
                               "pick another id or remove that folder yourself")
     if os.path.exists(final) and not overwrite:
         raise FileExistsError(f"{final} exists; pass --overwrite (overwrite=True) to replace it")
-
-
-def _move_into_place(tmp: str, final: str) -> None:
-    if not os.path.exists(final):
-        os.rename(tmp, final)
-        return
-    old = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.replaced-{uuid.uuid4().hex[:8]}")
-    os.rename(final, old)
-    os.rename(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_metadata(folder: str, result: Colin27Dataset, source: str, regions: Sequence[AalRegion],

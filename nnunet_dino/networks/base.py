@@ -133,7 +133,6 @@ class DinoSegmentationNetwork(nn.Module):
     def set_cpu_precision(self, cpu_precision: str) -> None:
         # resolved once: the CPU does not change under a live network (and dynamo need not trace the probe)
         self.cpu_bf16 = resolve_cpu_bf16(cpu_precision)
-        self.cpu_precision = cpu_precision
 
     def uses_cpu_bf16(self, x: torch.Tensor) -> bool:
         """Whether `forward(x)` runs under CPU bf16 autocast (see `cpu_precision`)."""

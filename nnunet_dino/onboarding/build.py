@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from ..datasets.folders import move_into_place
 from .channels import ChannelChoice, choose_channels, parse_channel_options
 from .checks import OnboardingError, find_problems, found_label_values, value_ranges
 from .imageio import is_natural_2d
@@ -209,9 +210,7 @@ def onboard(images: str, masks: Optional[str], dataset_id: int, name: str, raw: 
         with open(os.path.join(temporary, RECORD_FILE), "w") as f:
             json.dump(_record(train, test, choices, plan, notes), f, indent=2)
         _verify(temporary, num_processes)
-        for old in replace:  # --overwrite: the old dataset goes only once the new one is complete
-            shutil.rmtree(old)
-        os.rename(temporary, final)
+        move_into_place(temporary, final, replace)  # --overwrite: the old one goes once the new one is in place
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

@@ -93,15 +93,12 @@ def write_png(array: np.ndarray, path: str) -> None:
         Image.fromarray(array.astype(np.uint8), mode="L").save(path)
 
 
-def write_sitk(array: np.ndarray, path: str, reference_path: Optional[str]) -> None:
-    """NIfTI (or other SimpleITK format) with the geometry of `reference_path` (None: 2D, spacing 1)."""
+def write_sitk(array: np.ndarray, path: str, geometry: Optional[Geometry]) -> None:
+    """NIfTI (or other SimpleITK format) with `geometry` as read from the source (None: spacing 1)."""
     import SimpleITK as sitk
     image = sitk.GetImageFromArray(array)
-    if reference_path is not None:
-        reference = sitk.ImageFileReader()
-        reference.SetFileName(reference_path)
-        reference.ReadImageInformation()
-        image.SetSpacing(reference.GetSpacing())
-        image.SetOrigin(reference.GetOrigin())
-        image.SetDirection(reference.GetDirection())
+    if geometry is not None and geometry.spacing is not None:
+        image.SetSpacing(geometry.spacing[::-1])
+        image.SetOrigin(geometry.origin)
+        image.SetDirection(geometry.direction)
     sitk.WriteImage(image, path, useCompression=True)

@@ -29,9 +29,6 @@ class LabelPlan:
             table[source] = target
         return table
 
-    def name_of(self, label: int) -> str:
-        return next(name for name, value in self.labels.items() if value == label)
-
 
 def _as_int(name: str, value) -> int:
     try:

@@ -46,7 +46,6 @@ class CaseFiles:
     images: List[str]               # one path per channel file
     channels: List[Optional[str]]   # channel id per image file (None without a {channel} pattern)
     mask: Optional[str] = None
-    notes: List[str] = field(default_factory=list)
 
 
 class NamePattern:
@@ -145,10 +144,12 @@ def assemble_cases(images_dir: str, masks_dir: Optional[str], image_pattern: Opt
         if same_folder and masks.spec == images.spec:
             raise ValueError("images and masks are in one folder: give --mask-pattern (e.g. '{case}_seg') "
                              "and, if needed, --image-pattern so the two kinds can be told apart")
-        mask_names = names if same_folder else [n for n in list_files(masks_dir) if split_extension(n)[1]]
         if same_folder:  # a file matching the mask pattern is a mask, everything else an image
             mask_names = [n for n in names if masks.match(n)]
-            names = [n for n in names if n not in set(mask_names)]
+            taken = set(mask_names)
+            names = [n for n in names if n not in taken]
+        else:
+            mask_names = [n for n in list_files(masks_dir) if split_extension(n)[1]]
         mask_groups = _group(masks_dir, mask_names, masks, problems)
     image_groups = _group(images_dir, names, images, problems)
     order = _channel_order(image_groups, channels)

@@ -51,16 +51,16 @@ def _label_array(job: WriteJob) -> np.ndarray:
     return labels.astype(np.uint8 if job.lookup.max() < 256 else np.uint16)
 
 
-def write_case(job: WriteJob) -> List[str]:
-    """Write the case; returns the written paths."""
-    reference = job.images[0] if job.keep_geometry else None
-    written, index = [], 0
+def write_case(job: WriteJob) -> None:
+    """Write the case's channel files and, for a training case, its label file."""
+    reference = None  # geometry of the first channel file, given to every written file
+    index = 0
     for path in job.images:
         array, geometry = read_array(path)
+        if reference is None and job.keep_geometry:
+            reference = geometry
         if job.file_ending == PNG:  # one file per source file: an RGB PNG stays one 3-channel file
-            target = os.path.join(job.images_dir, f"{job.case}_{index:04d}{PNG}")
-            write_png(np.asarray(array), target)
-            written.append(target)
+            write_png(np.asarray(array), os.path.join(job.images_dir, f"{job.case}_{index:04d}{PNG}"))
             index += 1
             continue
         components = [array] if array.ndim == geometry.ndim else [array[..., c] for c in range(array.shape[-1])]
@@ -69,14 +69,11 @@ def write_case(job: WriteJob) -> List[str]:
                 component = component.astype(np.uint8)
             target = os.path.join(job.images_dir, f"{job.case}_{index:04d}{job.file_ending}")
             write_sitk(np.ascontiguousarray(component), target, reference)
-            written.append(target)
             index += 1
-    if job.mask is not None and job.labels_dir is not None:
+    if job.mask is not None:
         target = os.path.join(job.labels_dir, job.case + job.file_ending)
         labels = _label_array(job)
         if job.file_ending == PNG:
             write_png(labels, target)
         else:
             write_sitk(labels, target, reference)
-        written.append(target)
-    return written
