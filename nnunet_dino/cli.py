@@ -107,7 +107,7 @@ def _crossval(args) -> int:
 
 def _report(args) -> int:
     import os
-    from .cv_report import build_report
+    from .cv_report import build_report, default_report_folder
     from .cv_report_output import write_report
     try:
         report = build_report(args.dataset, args.trainers, folds=args.folds, plans=args.plans,
@@ -116,7 +116,7 @@ def _report(args) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"nnunet-dino report: error: {error}", file=sys.stderr)
         return 2
-    paths = write_report(report, args.output or f"cv_report_{report.dataset}")
+    paths = write_report(report, args.output or default_report_folder(report.dataset))
     with open(paths["markdown"]) as f:
         print(f.read().split("## Box plots")[0].rstrip())
     print(f"\nwritten: {', '.join(sorted(os.path.basename(p) for p in paths.values()))} in "

@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from .pipeline import nnunet_command
 
 DONE, VALIDATE, RESUME, TRAIN = "done", "validate", "resume", "train"
-FLAGS = {VALIDATE: ["--val"], RESUME: ["--c"], TRAIN: [], DONE: []}
+FLAGS = {VALIDATE: ["--val"], RESUME: ["--c"], TRAIN: []}
 LOG_FOLDER = "crossval_logs"
 
 
@@ -104,7 +104,13 @@ def resolve_dataset(dataset: str) -> str:
 
 def dataset_id(dataset_name: str) -> str:
     """'Dataset042_Liver' -> '42', as users type it."""
-    return str(int(dataset_name[len("Dataset"):len("Dataset") + 3]))
+    from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
+    return str(convert_dataset_name_to_id(dataset_name))
+
+
+def plans_flags(plans: str, configuration: str) -> str:
+    """The -p / -c options a suggested command needs (none for nnU-Net's defaults)."""
+    return (f" -p {plans}" if plans != "nnUNetPlans" else "") + (f" -c {configuration}" if configuration != "2d" else "")
 
 
 def check_trainers(trainers: Sequence[str]) -> None:
@@ -155,7 +161,7 @@ def _stamp() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def run_fold(command: List[str], log_folder: str, plan: FoldPlan, echo: bool = True) -> int:
+def run_fold(command: List[str], log_folder: str, plan: FoldPlan) -> int:
     """Run one nnUNetv2_train, streaming its output to the console and to a per-fold log."""
     os.makedirs(log_folder, exist_ok=True)
     log_path = os.path.join(log_folder, f"{plan.trainer}_fold{plan.fold}.log")
@@ -167,9 +173,8 @@ def run_fold(command: List[str], log_folder: str, plan: FoldPlan, echo: bool = T
         log.write(f"\n{_stamp()} $ {shlex.join(command)}\n")
         for line in process.stdout:
             log.write(line)
-            if echo:
-                sys.stdout.write(line)
-                sys.stdout.flush()
+            sys.stdout.write(line)
+            sys.stdout.flush()
     code = process.wait()
     with open(os.path.join(log_folder, "commands.log"), "a") as commands:
         commands.write(f"{_stamp()} exit {code}: {shlex.join(command)}\n")
@@ -178,7 +183,7 @@ def run_fold(command: List[str], log_folder: str, plan: FoldPlan, echo: bool = T
 
 def run_crossval(dataset: str, trainers: Sequence[str], folds: Sequence[int] = (0, 1, 2, 3, 4),
                  plans: str = "nnUNetPlans", configuration: str = "2d", device: Optional[str] = None,
-                 npz: bool = False, num_gpus: int = 1, keep_going: bool = False, echo: bool = True) -> int:
+                 npz: bool = False, num_gpus: int = 1, keep_going: bool = False) -> int:
     """Run every fold that is not done; returns 0 when all requested folds are done afterwards."""
     dataset_name = resolve_dataset(dataset)
     check_plans(dataset_name, plans, configuration)
@@ -198,7 +203,7 @@ def run_crossval(dataset: str, trainers: Sequence[str], folds: Sequence[int] = (
     for i, plan in enumerate(todo, 1):
         command = fold_command(plan, dataset_id(dataset_name), configuration, plans, device, npz, num_gpus)
         print(f"==> [{i}/{len(todo)}] {plan.describe()}\n$ {shlex.join(command)}", flush=True)
-        code = run_fold(command, log_folder, plan, echo)
+        code = run_fold(command, log_folder, plan)
         after = fold_plan(plan.trainer, plan.fold, plan.folder, npz)
         if code != 0 or after.action != DONE:
             failed.append((plan, code))
@@ -212,9 +217,7 @@ def run_crossval(dataset: str, trainers: Sequence[str], folds: Sequence[int] = (
               + ". Fix the error above and run the same command again: finished folds are skipped.", flush=True)
         return 1
     print(f"all {len(fold_plans)} folds done. Next: nnunet-dino report -d {dataset} -tr {' '.join(trainers)}"
-          + (f" -p {plans}" if plans != "nnUNetPlans" else "")
-          + (f" -c {configuration}" if configuration != "2d" else ""),
-          flush=True)
+          + plans_flags(plans, configuration), flush=True)
     return 0
 
 

@@ -13,9 +13,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from .crossval import dataset_id, resolve_dataset
+from .crossval import dataset_id, plans_flags, resolve_dataset
 from .cv_statistics import MEAN_KEY, aggregate_folds, choose_reference, compare_to_reference
 from .evaluation import classes_from_labels, evaluate_folders
+from .evaluation.folders import case_name
 
 
 @dataclass
@@ -54,15 +55,18 @@ def validation_folders(dataset_name: str, trainers: Sequence[str], folds: Sequen
         raise ValueError(f"{len(missing)} fold(s) have no finished validation:\n  " + "\n  ".join(missing)
                          + f"\nRun them first: nnunet-dino crossval -d {dataset_id(dataset_name)} -tr "
                          + " ".join(trainers) + f" --folds {' '.join(map(str, folds))}"
-                         + (f" -p {plans}" if plans != "nnUNetPlans" else "")
-                         + (f" -c {configuration}" if configuration != "2d" else ""))
+                         + plans_flags(plans, configuration))
     return found
+
+
+def default_report_folder(dataset_name: str) -> str:
+    return f"cv_report_{dataset_name}"
 
 
 def _case_rows(summary: dict, fold: int, file_ending: str) -> List[dict]:
     rows = []
     for case in summary["metric_per_case"]:
-        name = os.path.basename(case["prediction_file"])[: -len(file_ending)]
+        name = case_name(case["prediction_file"], file_ending)
         for key, metrics in case["metrics"].items():
             rows.append({"fold": fold, "case": name, "class_key": key,
                          **{m: (float("nan") if metrics[m] is None else metrics[m]) for m in ("Dice", "HD95", "ASD")}})
@@ -87,12 +91,9 @@ def _random_backbone(dataset_name: str, trainer: str, plans: str, configuration:
     """Whether the plans a model was trained with record a random frozen DINO backbone (tests/demos)."""
     from nnunetv2.utilities.file_path_utilities import get_output_folder
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-    from .plans import PLANS_RECORD_KEY
+    from .plans import trained_on_random_backbone
     path = os.path.join(get_output_folder(dataset_name, trainer, plans, configuration), "plans.json")
-    if not os.path.isfile(path):
-        return False
-    record = PlansManager(path).get_configuration(configuration).configuration.get(PLANS_RECORD_KEY, {})
-    return record.get("weights", {}).get("format") == "random"
+    return os.path.isfile(path) and trained_on_random_backbone(PlansManager(path).get_configuration(configuration))
 
 
 def build_report(dataset: str, trainers: Sequence[str], folds: Sequence[int] = (0, 1, 2, 3, 4),
@@ -113,7 +114,7 @@ def build_report(dataset: str, trainers: Sequence[str], folds: Sequence[int] = (
     with open(dataset_json_path) as f:
         dataset_json = json.load(f)
     classes = classes_from_labels(dataset_json["labels"])
-    output = output or f"cv_report_{dataset_name}"
+    output = output or default_report_folder(dataset_name)
 
     summary, per_case, models = {}, {}, {}
     for trainer in trainers:

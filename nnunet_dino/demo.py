@@ -17,6 +17,8 @@ import os
 import shutil
 import time
 
+from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
+
 from .backbones import WEIGHTS_ENV_VAR
 from .pipeline import nnunet_environment, plan_and_preprocess, predict, results_folder, train
 from .training.base import RANDOM_BACKBONE_BANNER
@@ -64,7 +66,7 @@ def run_demo(output: str, trainer: str = DEFAULT_DINO_TRAINER, baseline: str = D
     log, timings, start = os.path.join(output, "demo_log.txt"), {}, time.time()
 
     folder, intro = build_demo_dataset(env["nnUNet_raw"], dataset)
-    dataset_id = int(os.path.basename(folder)[7:10])
+    dataset_id = convert_dataset_name_to_id(os.path.basename(folder))
     print(f"demo dataset: {folder}", flush=True)
     timings["plan_and_preprocess"] = plan_and_preprocess(dataset_id, env, log)
     summaries, facts, predictions = {}, {}, {}

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
 from skimage.io import imread, imsave
 
 from nnunet_dino.datasets.synthetic import make_synthetic_2d, make_synthetic_3d
@@ -117,7 +118,7 @@ def test_data_catalogue_trains_and_validates(tmp_path, kind):
     else:
         folder = make_synthetic_2d(env["nnUNet_raw"], 990, num_train=8, rgb=kind == "rgb_png")
         {"ignore_label": _with_ignore_label, "regions": _as_regions}.get(kind, lambda f: None)(folder)
-    dataset_id = int(os.path.basename(folder)[7:10])
+    dataset_id = convert_dataset_name_to_id(os.path.basename(folder))
     plan_and_preprocess(dataset_id, env)
     train(dataset_id, TRAINER, env)  # ends with nnU-Net's own validation: prediction of held-out cases
     fold = os.path.join(results_folder(env, os.path.basename(folder), TRAINER), "fold_0", "validation")

@@ -102,7 +102,7 @@ def _csv_number(value) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
-def _case_name(path: str, file_ending: str) -> str:
+def case_name(path: str, file_ending: str) -> str:
     return os.path.basename(path)[:-len(file_ending)]
 
 
@@ -115,7 +115,7 @@ def write_csv_tables(summary: dict, classes: Sequence[EvaluatedClass], file_endi
         for case in summary["metric_per_case"]:
             for c in classes:
                 m = case["metrics"][c.key]
-                writer.writerow([_case_name(case["reference_file"], file_ending), c.key, c.name,
+                writer.writerow([case_name(case["reference_file"], file_ending), c.key, c.name,
                                  *[_csv_number(m[k]) for k in CSV_METRIC_COLUMNS],
                                  *[m[k] for k in ("n_ref", "n_pred", "TP", "FP", "FN", "TN")],
                                  empty_status(m), case["reference_file"], case["prediction_file"]])

@@ -34,7 +34,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from ..backbones import BackboneSpec, get_backbone_spec, load_backbone_weights, locate_weights
 from ..networks.base import DinoSegmentationNetwork, count_parameters
-from ..plans import PLANS_RECORD_KEY, rounded_patch_size, update_configuration
+from ..plans import PLANS_RECORD_KEY, dino_record, rounded_patch_size, trained_on_random_backbone, update_configuration
 from .schedules import EpochLRSchedule
 
 SEED_ENV_VAR = "nnUNet_dino_seed"
@@ -142,8 +142,7 @@ class nnUNetTrainerDino(nnUNetTrainer):
         ndim = len(configuration_manager.patch_size)
         if ndim != 2:
             raise _unsupported_configuration(cls.__name__, "this", ndim)
-        record = configuration_manager.configuration.get(PLANS_RECORD_KEY, {})
-        if record.get("weights", {}).get("format") == "random":
+        if trained_on_random_backbone(configuration_manager):
             warnings.warn(RANDOM_BACKBONE_BANNER + "\nThis model was trained on a random frozen backbone.",
                           stacklevel=2)
         # nnU-Net's rgb_to_0_1 gives [0, 1] RGB: apply the ImageNet affine DINO was trained with.
@@ -151,7 +150,7 @@ class nnUNetTrainerDino(nnUNetTrainer):
             n == "RGBTo01Normalization" for n in configuration_manager.normalization_schemes)
         return cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,
                                  backbone=cls.backbone, imagenet_normalize=imagenet,
-                                 pos_embed_resize=record.get("pos_embed_resize", "meta"),
+                                 pos_embed_resize=dino_record(configuration_manager).get("pos_embed_resize", "meta"),
                                  **cls.network_kwargs)
 
     @property
