@@ -25,16 +25,30 @@ def test_baseline_network_is_nnunets_default_2d_plan():
     assert len(dataset_json["labels"]) == 4
 
 
-@pytest.fixture(scope="module")
-def bench_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench") / "bench.json"
+def test_baseline_architecture_equals_nnunets_own_planner(synthetic_2d):
+    """bench_plans must give what nnU-Net's ExperimentPlanner planned for a real dataset of that patch."""
+    folder = os.path.join(synthetic_2d["env"]["nnUNet_preprocessed"], synthetic_2d["dataset"])
+    planned = json.load(open(os.path.join(folder, "nnUNetPlans.json")))["configurations"]["2d"]
+    _, configuration, _ = bench_plans(tuple(planned["patch_size"]), planned["batch_size"], 1, 2)
+    assert list(configuration.patch_size) == planned["patch_size"]
+    ours = configuration.configuration["architecture"]
+    assert ours["network_class_name"] == planned["architecture"]["network_class_name"]
+    assert json.loads(json.dumps(ours["arch_kwargs"])) == planned["architecture"]["arch_kwargs"]
+
+
+def _run_bench(out, *args):
     cli = os.path.join(os.path.dirname(sys.executable), "nnunet-dino")
-    env = dict(os.environ, OMP_NUM_THREADS="1")  # one thread: no spinning against other jobs on a busy machine
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # one thread: no spinning against other jobs
     done = subprocess.run([cli, "bench", "--patch", "64", "64", "--batch", "1", "--repeats", "1", "--warmup", "0",
-                           "--families", "segdino", "--device", "cpu", "--threads", "1", "--json", str(out)],
-                          capture_output=True, text=True, timeout=300, env=env)
+                           "--device", "cpu", "--threads", "1", "--json", str(out), *args],
+                          capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout, json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    return _run_bench(tmp_path_factory.mktemp("bench") / "bench.json", "--families", "segdino")
 
 
 def test_prints_the_table_and_the_goals(bench_run):
@@ -43,6 +57,20 @@ def test_prints_the_table_and_the_goals(bench_run):
                  "goals (issue #7):", "machine:", "1 threads", "precision: nnUNetTrainer fp32; plugin networks"):
         assert text in stdout
     assert sum(line.strip().startswith(("met", "MISSED")) for line in stdout.splitlines()) == 5  # SegDINO's goals
+
+
+def test_udfa_and_dino_unet_paths_run_with_sane_figures(tmp_path):
+    """U-DFA's stage-wise backbone timing and Dino U-Net's extractor path (the SegDINO run covers the rest)."""
+    _, results = _run_bench(tmp_path / "bench.json", "--families", "udfa", "dinounet", "--no-vit-b")
+    for key in ("udfa", "dinounet"):
+        m = results["models"][key]
+        assert m["train_step"]["median_s"] > 0 and m["prediction"]["tiles"] == 9
+        assert m["backbone_forward"]["gflop"] > 0 and 0 < m["ratios"]["backbone_share"]
+        assert 0 < m["checkpoint"]["slim_bytes"] < m["checkpoint"]["full_bytes"]
+        assert m["memory"]["train"]["delta_bytes"] > m["memory"]["inference"]["delta_bytes"] > 0
+        assert m["checkpoint_vit_b"] is None and m["ratios"]["checkpoint_vit_b_slim_over_full"] is None
+    assert results["models"]["udfa"]["backbone"] == "dinov2_vits14"
+    assert results["models"]["dinounet"]["optimizer"] == "SGD"
 
 
 def test_json_has_every_figure_with_sane_values(bench_run):
@@ -63,6 +91,8 @@ def test_json_has_every_figure_with_sane_values(bench_run):
         assert m["prediction"]["forwards"] == 36                                   # mirrored along both axes
         for phase in ("train", "inference"):
             assert m["memory"][phase]["delta_bytes"] > 0
+            # lazily imported modules (timm: ~40 MB) must not count as the network's memory
+            assert {"timm", "nnunetv2", "batchgeneratorsv2"} <= set(m["memory"][phase]["imported_before_baseline"])
         assert m["checkpoint"]["full_bytes"] > 0
     base, seg = models["nnunet"], models["segdino"]
     assert base["params"]["trainable"] == base["params"]["total"] and base["backbone_forward"] is None

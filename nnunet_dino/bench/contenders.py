@@ -4,12 +4,11 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from .settings import BenchSettings
+from .settings import MIRROR_AXES_2D, BenchSettings
 
 # --- plans, trainers and their hooks -----------------------------------------------------------------
 def bench_plans(patch: Sequence[int], batch: int, input_channels: int, num_classes: int):
@@ -78,13 +77,18 @@ def is_dino(trainer) -> bool:
     return issubclass(trainer, nnUNetTrainerDino)
 
 
-def _hook_host(trainer, network, plans_manager, configuration_manager, dataset_json):
-    """What `configure_optimizers` and `_build_loss` read from a trainer instance (a real one needs a
-    preprocessed dataset and writes folders): the same hooks then build the same optimiser and loss."""
+def _hook_host(trainer, network, plans_manager, configuration_manager, dataset_json, device: torch.device):
+    """What the trainer's hooks read from an instance (a real one needs a preprocessed dataset and writes
+    folders): `configure_optimizers` and `_build_loss` build the same optimiser and loss on it, and
+    nnU-Net's own `train_step`, `save_checkpoint` and `set_deep_supervision_enabled` run on it. Its
+    class is named after the trainer, as `save_checkpoint` records the class name."""
+    from nnunetv2.training.logging.nnunet_logger import LocalLogger
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     dino = is_dino(trainer)
-    host = SimpleNamespace(
-        network=network, configuration_manager=configuration_manager, is_ddp=False, num_epochs=1000,
+    host = type(trainer.__name__, (SimpleNamespace,), {})(
+        network=network, configuration_manager=configuration_manager, is_ddp=False, num_epochs=1000, device=device,
+        local_rank=0, disable_checkpointing=False, logger=LocalLogger(), _best_ema=None, current_epoch=0,
+        my_init_kwargs={}, inference_allowed_mirroring_axes=MIRROR_AXES_2D,
         label_manager=plans_manager.get_label_manager(dataset_json), enable_deep_supervision=not dino,
         initial_lr=trainer.learning_rate if dino else 1e-2,            # nnUNetTrainer.__init__'s values
         weight_decay=trainer.weight_decay_value if dino else 3e-5,
@@ -97,20 +101,28 @@ def _hook_host(trainer, network, plans_manager, configuration_manager, dataset_j
 
 @dataclass
 class Contender:
-    """One network with its trainer's optimiser, loss, grad scaler and a synthetic batch."""
+    """One network on its trainer's stand-in (optimiser, loss, grad scaler) and a synthetic batch."""
     key: str
     trainer: type
-    network: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    loss: Callable
+    host: SimpleNamespace
     data: torch.Tensor
     target: object
-    scaler: Optional[object]
-    device: torch.device
 
     @property
     def dino(self) -> bool:
         return is_dino(self.trainer)
+
+    @property
+    def network(self) -> torch.nn.Module:
+        return self.host.network
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.host.optimizer
+
+    @property
+    def device(self) -> torch.device:
+        return self.host.device
 
 
 def build_contender(key: str, trainer_name: str, settings: BenchSettings, plans=None, load_weights: bool = True,
@@ -128,17 +140,19 @@ def build_contender(key: str, trainer_name: str, settings: BenchSettings, plans=
     if is_dino(trainer) and load_weights:  # seeded random weights: records the fingerprint slim checkpoints need
         load_backbone_weights(network.backbone, WeightsSource("random"))
     network = network.to(device).train()
-    host = _hook_host(trainer, network, pm, cm, dataset_json)
-    optimizer, _ = trainer.configure_optimizers(host)
-    loss = trainer._build_loss(host)
+    host = _hook_host(trainer, network, pm, cm, dataset_json, device)
+    host.optimizer, _ = trainer.configure_optimizers(host)
+    host.loss = trainer._build_loss(host)
+    host.grad_scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None  # as nnUNetTrainer
     b = batch or settings.batch
     data = torch.randn(b, settings.input_channels, *cm.patch_size, device=device)
     target = torch.randint(0, settings.num_classes, (b, 1, *cm.patch_size), device=device).float()
-    if host.enable_deep_supervision:  # one target per output, as nnU-Net's DownsampleSegForDSTransform
-        target = [F.interpolate(target, size=[round(p * s) for p, s in zip(cm.patch_size, scale)], mode="nearest")
-                  for scale in host._get_deep_supervision_scales()]
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
-    return Contender(key, trainer, network, optimizer, loss, data, target, scaler, device)
+    if host.enable_deep_supervision:  # one target per output, by nnU-Net's own transform (per sample)
+        from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
+        downsample = DownsampleSegForDSTransform(host._get_deep_supervision_scales())
+        per_sample = [downsample(segmentation=t)["segmentation"] for t in target]
+        target = [torch.stack(scale) for scale in zip(*per_sample)]
+    return Contender(key, trainer, host, data, target)
 
 
 def plugin_cpu_bf16(settings: BenchSettings) -> bool:
@@ -154,27 +168,13 @@ def step_autocast(device: torch.device):
 
 
 def train_step(c: Contender) -> float:
-    """nnUNetTrainer.train_step, line for line (without the host-to-device copy)."""
-    c.optimizer.zero_grad(set_to_none=True)
-    with step_autocast(c.device):
-        output = c.network(c.data)
-        loss = c.loss(output, c.target)
-    if c.scaler is not None:
-        c.scaler.scale(loss).backward()
-        c.scaler.unscale_(c.optimizer)
-        torch.nn.utils.clip_grad_norm_(c.network.parameters(), 12)
-        c.scaler.step(c.optimizer)
-        c.scaler.update()
-    else:
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(c.network.parameters(), 12)
-        c.optimizer.step()
-    return float(loss.detach().cpu())
+    """nnUNetTrainer.train_step itself (the plugin trainers' override only adds an out-of-memory message
+    and a one-time log line around it)."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    return float(nnUNetTrainer.train_step(c.host, {"data": c.data, "target": c.target})["loss"])
 
 
 def set_inference_mode(c: Contender) -> None:
-    """eval(), and nnU-Net's network predicts one output (the predictor builds it without deep supervision)."""
+    """eval(), and deep supervision off through the trainer's own hook (the predictor's network has none)."""
     c.network.eval()
-    decoder = getattr(c.network, "decoder", None)
-    if not c.dino and decoder is not None and hasattr(decoder, "deep_supervision"):
-        decoder.deep_supervision = False
+    c.trainer.set_deep_supervision_enabled(c.host, False)

@@ -43,9 +43,11 @@ def format_report(results: dict) -> str:
                       _fmt(ratio["backbone_gflops_over_matmul"]),
                       f"{r['inference']['tiles_per_s']:.2f}", f"{r['prediction']['median_s']:.2f}",
                       _fmt(ratio["prediction"])])
-    out.append(_table(["model", "params M train/total", "step ms", "step / nnU", "backbone share",
+    out.append(_table(["model", "params M train/total", "step ms", "step / nnU", "bb fwd / step",
                        "bb GFLOP/s / matmul", "bb / matmul", "tiles/s (b=1)", "predict s/case", "predict / nnU"],
                       speed))
+    out.append("bb fwd / step: the frozen backbone's no-grad forward over the whole train step (U-DFA's step also "
+               "back-propagates through the frozen blocks after its first injection, which this leaves out)")
     disk = []
     for r in models.values():
         ck, vb, mem, ratio = r["checkpoint"], r.get("checkpoint_vit_b"), r["memory"], r["ratios"]

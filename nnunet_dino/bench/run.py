@@ -66,7 +66,7 @@ def measure_models(keys: Sequence[str], settings: BenchSettings, plans, folder: 
                                      else " (PlainConvUNet)")
         results[key] = {"label": label, "trainer": trainers[key], "network": type(c.network).__name__,
                         "backbone": c.network.backbone.spec.name if c.dino else None,
-                        "optimizer": type(c.optimizer).__name__, "loss": type(c.loss).__name__,
+                        "optimizer": type(c.optimizer).__name__, "loss": type(c.host.loss).__name__,
                         "params": {"trainable": trainable, "total": total}}
 
     _log("train steps")
