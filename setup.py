@@ -1,8 +1,7 @@
 """nnunet-dino: frozen DINO foundation encoders inside stock nnU-Net v2.
 
-`trainers/` (the folder nnU-Net scans through `nnUNet_extTrainer`) and `plans/` live at the
-repository root, as the design asks, and are installed as `nnunet_dino.trainers` and
-`nnunet_dino.plans`. A one-line `.pth` startup hook adds the trainer folder to
+`trainers/` (the folder nnU-Net scans through `nnUNet_extTrainer`) lives at the repository root
+and is installed as `nnunet_dino.trainers`; every other module is under `nnunet_dino/`. A one-line `.pth` startup hook adds the trainer folder to
 `nnUNet_extTrainer`, so `pip install` alone makes `nnUNetv2_train ... -tr nnUNetTrainerSegDINO` work.
 """
 import os
@@ -37,8 +36,8 @@ setup(
     long_description=open("README.md").read() if os.path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=packages + ["nnunet_dino.trainers", "nnunet_dino.plans"],
-    package_dir={"nnunet_dino.trainers": "trainers", "nnunet_dino.plans": "plans"},
+    packages=packages + ["nnunet_dino.trainers"],
+    package_dir={"nnunet_dino.trainers": "trainers"},
     cmdclass={"build_py": BuildPyWithStartupHook},
     install_requires=[
         "torch>=2.1.2,!=2.9.*",

@@ -12,3 +12,11 @@ class UserError(Exception):
 
 class OptionError(UserError, ValueError):
     """A command-line option or argument that cannot be used as given."""
+
+
+class MissingInputError(UserError, FileNotFoundError):
+    """A file, folder, dataset, plans file or model that is not there."""
+
+
+class ExistingOutputError(UserError, FileExistsError):
+    """An output that exists already and would be replaced without being asked to."""

@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def synthetic_2d(tmp_path_factory):
     """nnU-Net folders holding Dataset990_Synth2D (10 + 2 grey 64x80 PNGs), planned + preprocessed."""
     from nnunet_dino.datasets.synthetic import make_synthetic_2d
-    from nnunet_dino.pipeline import nnunet_environment, plan_and_preprocess
+    from nnunet_dino.nnunet import nnunet_environment, plan_and_preprocess
     work = str(tmp_path_factory.mktemp("nnunet_2d"))
     env = nnunet_environment(work, clean_environment())
     folder = make_synthetic_2d(env["nnUNet_raw"], 990)

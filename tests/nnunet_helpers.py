@@ -38,3 +38,9 @@ def foreground_dice_baseline(summary: dict) -> Dict[str, float]:
         n_ref = m["n_ref"]
         out[label] = 2 * n_ref / (n_ref + total) if total else 0.0
     return out
+
+
+def results_folder(env: Dict[str, str], dataset: str, trainer: str, plans: str = "nnUNetPlans") -> str:
+    """A 2d model folder under the results folder of a subprocess environment."""
+    from nnunet_dino.nnunet import model_folder
+    return model_folder(dataset, trainer, plans, "2d", results=env["nnUNet_results"])

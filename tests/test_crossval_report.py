@@ -1,7 +1,7 @@
 """`nnunet-dino crossval` over two `_debug` trainers x 5 folds, killed once mid-fold and resumed, its
 `--emit` scripts, and `nnunet-dino report`, whose numbers are recomputed here from the files.
 
-Aggregation checked (as documented in nnunet_dino.cv_statistics): per fold, a class's Dice is the mean
+Aggregation checked (as documented in nnunet_dino.crossval.statistics): per fold, a class's Dice is the mean
 over that fold's validation cases (cases where the class is in neither reference nor prediction are
 left out); the table shows mean and sample sd (ddof=1) of the 5 fold values; the *mean* row averages
 a fold's class means first. The paired test uses each case's mean Dice over its classes.
@@ -25,7 +25,7 @@ from scipy.stats import wilcoxon
 
 from nnunet_dino.cli import main
 from nnunet_dino.datasets.synthetic import make_synthetic_2d
-from nnunet_dino.pipeline import nnunet_environment, plan_and_preprocess, predict, run_step
+from nnunet_dino.nnunet import nnunet_environment, plan_and_preprocess, predict, run_step
 from nnunet_helpers import clean_environment
 
 DATASET_ID = 993
@@ -277,7 +277,7 @@ def _checkpoint(path, complete=True):
 
 
 def test_fold_plan_rules(tmp_path):
-    from nnunet_dino.crossval import fold_command, fold_plan
+    from nnunet_dino.crossval.folds import fold_command, fold_plan
     folder = str(tmp_path / "fold_0")
     assert fold_plan("T", 0, folder).action == "train"
     _checkpoint(os.path.join(folder, "checkpoint_best.pth"))
@@ -297,7 +297,7 @@ def test_fold_plan_rules(tmp_path):
 
 
 def test_wilcoxon_zero_differences_and_reference_choice():
-    from nnunet_dino.cv_statistics import choose_reference, paired_wilcoxon
+    from nnunet_dino.crossval.statistics import choose_reference, paired_wilcoxon
     same = paired_wilcoxon({"a": 0.5, "b": 0.7}, {"a": 0.5, "b": 0.7, "c": 0.1})
     assert (same["p_value"], same["n_cases"], same["n_nonzero"]) == (1.0, 2, 0)
     assert "identical" in same["note"] and "only one" in same["note"]

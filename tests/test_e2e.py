@@ -10,7 +10,8 @@ import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
 from nnunet_dino.datasets.synthetic import make_synthetic_3d
-from nnunet_dino.pipeline import evaluate, nnunet_environment, plan_and_preprocess, predict, results_folder, train
+from nnunet_dino.nnunet import evaluate, nnunet_environment, plan_and_preprocess, predict, train
+from nnunet_helpers import results_folder
 from nnunet_helpers import clean_environment, foreground_dice_baseline
 
 TRAINER = "nnUNetTrainerSegDINO_debug"  # default; U-DFA below

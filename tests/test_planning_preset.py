@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from plans import rounded_patch_size
+from nnunet_dino.plans import rounded_patch_size
 
 
 def _plan(env, *args):

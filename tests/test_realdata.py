@@ -7,7 +7,8 @@ import SimpleITK as sitk
 
 from nnunet_dino.datasets.colin27 import MricronDataMissingError, make_colin27_dataset, require_mricron_templates
 from nnunet_dino.evaluation import evaluate_folders
-from nnunet_dino.pipeline import nnunet_environment, plan_and_preprocess, predict, results_folder, train
+from nnunet_dino.nnunet import nnunet_environment, plan_and_preprocess, predict, train
+from nnunet_helpers import results_folder
 from nnunet_helpers import clean_environment
 
 

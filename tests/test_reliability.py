@@ -14,7 +14,8 @@ from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_t
 from skimage.io import imread, imsave
 
 from nnunet_dino.datasets.synthetic import make_synthetic_2d, make_synthetic_3d
-from nnunet_dino.pipeline import nnunet_command, nnunet_environment, plan_and_preprocess, predict, results_folder, train
+from nnunet_dino.nnunet import nnunet_command, nnunet_environment, plan_and_preprocess, predict, train
+from nnunet_helpers import results_folder
 from nnunet_dino.training.base import NotEnoughMemoryError, RANDOM_BACKBONE_WARNING_FILE
 from nnunet_dino.training.trainers import nnUNetTrainerSegDINO_debug
 from nnunet_helpers import clean_environment, make_trainer

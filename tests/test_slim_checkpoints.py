@@ -9,7 +9,8 @@ import torch
 from nnunet_dino.backbones import WeightsError, get_backbone_spec, load_backbone_weights, WeightsSource
 from nnunet_dino.networks.base import BACKBONE_RECORD_KEY
 from nnunet_dino.networks.segdino import SegDINO
-from nnunet_dino.pipeline import predict, results_folder, run_step, train
+from nnunet_dino.nnunet import predict, run_step, train
+from nnunet_helpers import results_folder
 
 TRAINER = "nnUNetTrainerSegDINO_debug"
 

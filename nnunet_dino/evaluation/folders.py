@@ -85,12 +85,12 @@ def _evaluate_pair(reference_file: str, prediction_file: str, reader_writer, cla
             "metrics": case_metrics(reference, prediction, spacing, classes, ignore_label)}
 
 
-def _json_ready(obj):
+def json_ready(obj):
     """numpy scalars -> Python numbers, NaN -> None (JSON null), recursively."""
     if isinstance(obj, dict):
-        return {str(k): _json_ready(v) for k, v in obj.items()}
+        return {str(k): json_ready(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
+        return [json_ready(v) for v in obj]
     if isinstance(obj, (np.integer, np.bool_)):
         return obj.item()
     if isinstance(obj, (float, np.floating)):
@@ -157,7 +157,7 @@ def evaluate_folders(gt_dir: str, pred_dir: str, dataset_json_path: str, output_
         per_case = [_evaluate_pair(*job) for job in jobs]
 
     statistics = summarise([case["metrics"] for case in per_case], classes)
-    summary = _json_ready({"metric_per_case": per_case, **statistics,
+    summary = json_ready({"metric_per_case": per_case, **statistics,
                            "label_names": {c.key: c.name for c in classes},
                            "units": {"HD95": "mm", "ASD": "mm"}, "empty_mask_policy": EMPTY_POLICY})
     output_dir = pred_dir if output_dir is None else output_dir

@@ -19,9 +19,10 @@ import time
 
 from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
 
-from .backbones import WEIGHTS_ENV_VAR
-from .pipeline import nnunet_environment, plan_and_preprocess, predict, results_folder, train
-from .training.base import RANDOM_BACKBONE_BANNER
+from ..backbones import WEIGHTS_ENV_VAR
+from ..nnunet import model_folder, nnunet_environment, plan_and_preprocess, predict, train
+from ..nnunet.models import model_facts
+from ..training.base import RANDOM_BACKBONE_BANNER
 
 COLIN27_DEMO_ID, SYNTHETIC_DEMO_ID = 902, 990
 DEFAULT_DINO_TRAINER, DEFAULT_BASELINE = "nnUNetTrainerUDFA_S_demo", "nnUNetTrainer_demo"
@@ -29,8 +30,8 @@ DEFAULT_DINO_TRAINER, DEFAULT_BASELINE = "nnUNetTrainerUDFA_S_demo", "nnUNetTrai
 
 def build_demo_dataset(raw_root: str, dataset: str = "auto") -> tuple:
     """(dataset folder, description lines). `dataset`: 'auto' (real data if available), 'colin27', 'synthetic'."""
-    from .datasets.colin27 import find_mricron_templates, make_colin27_dataset
-    from .datasets.synthetic import make_synthetic_2d
+    from ..datasets.colin27 import find_mricron_templates, make_colin27_dataset
+    from ..datasets.synthetic import make_synthetic_2d
     if dataset in ("auto", "colin27") and find_mricron_templates():
         built = make_colin27_dataset(raw_root, COLIN27_DEMO_ID, downsample=2, overwrite=True)
         return built.folder, [
@@ -51,8 +52,8 @@ def build_demo_dataset(raw_root: str, dataset: str = "auto") -> tuple:
 
 def run_demo(output: str, trainer: str = DEFAULT_DINO_TRAINER, baseline: str = DEFAULT_BASELINE,
              dataset: str = "auto", keep: bool = False) -> dict:
-    from .demo_report import model_facts, render_figures, write_report
-    from .evaluation import evaluate_folders
+    from ..evaluation import evaluate_folders
+    from .report import render_figures, write_report
     output = os.path.abspath(output)
     work = os.path.join(output, "nnunet")
     if os.path.isdir(work) and not keep:
@@ -77,7 +78,7 @@ def run_demo(output: str, trainer: str = DEFAULT_DINO_TRAINER, baseline: str = D
         timings[f"predict {name}"] = predict(dataset_id, name, os.path.join(folder, "imagesTs"), predictions[name],
                                              env, log_path=log)
         summaries[name] = evaluate_folders(os.path.join(folder, "labelsTs"), predictions[name], dataset_json)
-        facts[name] = model_facts(results_folder(env, os.path.basename(folder), name))
+        facts[name] = model_facts(model_folder(os.path.basename(folder), name, results=env["nnUNet_results"]))
     labels = json.load(open(dataset_json))["labels"]
     label_names = {str(v): k for k, v in labels.items() if k != "background"}
     figures = render_figures(os.path.join(folder, "imagesTs"), os.path.join(folder, "labelsTs"), predictions,

@@ -25,7 +25,9 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .evaluation.metrics import nan_mean, nan_sd
+from ..errors import OptionError
+
+from ..evaluation.metrics import nan_mean, nan_sd
 
 METRICS = ("Dice", "HD95", "ASD")
 MEAN_KEY = "mean"
@@ -115,7 +117,7 @@ def choose_reference(trainers: Sequence[str], requested: Optional[str] = None) -
     import re
     if requested:
         if requested not in trainers:
-            raise ValueError(f"--reference {requested!r} is not among the trainers {list(trainers)}")
+            raise OptionError(f"--reference {requested!r} is not among the trainers {list(trainers)}")
         return requested
     own = [t for t in trainers if re.fullmatch(r"nnUNetTrainer(_\w+)?", t)]
     return own[0] if own else trainers[0]

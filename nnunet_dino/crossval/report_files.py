@@ -9,9 +9,9 @@ import os
 import re
 from typing import Dict, List
 
-from .cv_report import CrossValReport, class_name
-from .cv_statistics import MEAN_KEY, METRICS, __doc__ as AGGREGATION_DOC
-from .evaluation.folders import _json_ready
+from ..evaluation.folders import json_ready
+from .report import CrossValReport, class_name
+from .statistics import MEAN_KEY, METRICS, __doc__ as AGGREGATION_DOC
 
 UNITS = {"Dice": "", "HD95": " mm", "ASD": " mm"}
 DIGITS = {"Dice": 3, "HD95": 2, "ASD": 2}
@@ -147,7 +147,7 @@ def write_report(report: CrossValReport, output: str) -> Dict[str, str]:
     paths = write_csvs(report, output)
     paths["json"] = os.path.join(output, "report.json")
     with open(paths["json"], "w") as f:
-        json.dump(_json_ready(report.to_json()), f, indent=2, allow_nan=False)
+        json.dump(json_ready(report.to_json()), f, indent=2, allow_nan=False)
     paths["markdown"] = os.path.join(output, "report.md")
     with open(paths["markdown"], "w") as f:
         f.write(markdown(report, plots))

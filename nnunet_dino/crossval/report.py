@@ -13,10 +13,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from .crossval import dataset_id, plans_flags, resolve_dataset
-from .cv_statistics import MEAN_KEY, aggregate_folds, choose_reference, compare_to_reference
-from .evaluation import classes_from_labels, evaluate_folders
-from .evaluation.folders import case_name
+from ..evaluation import classes_from_labels, evaluate_folders
+from ..evaluation.folders import case_name
+from ..errors import MissingInputError, OptionError
+from ..nnunet import (dataset_id, dataset_name, gt_folder, model_folder, plans_flags,
+                      preprocessed_folder)
+from ..nnunet.models import model_facts, trained_on_random_backbone_folder
+from .statistics import MEAN_KEY, aggregate_folds, choose_reference, compare_to_reference
 
 
 @dataclass
@@ -38,29 +41,28 @@ class CrossValReport:
         return dict(self.__dict__)
 
 
-def validation_folders(dataset_name: str, trainers: Sequence[str], folds: Sequence[int], plans: str,
+def validation_folders(name: str, trainers: Sequence[str], folds: Sequence[int], plans: str,
                        configuration: str) -> Dict[str, Dict[int, str]]:
-    """trainer -> fold -> validation folder; ValueError listing every fold without finished validation."""
-    from nnunetv2.utilities.file_path_utilities import get_output_folder
+    """trainer -> fold -> validation folder; refuses listing every fold without finished validation."""
     found: Dict[str, Dict[int, str]] = {}
     missing = []
     for trainer in trainers:
         for fold in folds:
-            folder = os.path.join(get_output_folder(dataset_name, trainer, plans, configuration, fold), "validation")
+            folder = os.path.join(model_folder(name, trainer, plans, configuration), f"fold_{fold}", "validation")
             if os.path.isfile(os.path.join(folder, "summary.json")):
                 found.setdefault(trainer, {})[fold] = folder
             else:
                 missing.append(f"{trainer} fold {fold} ({folder})")
     if missing:
-        raise ValueError(f"{len(missing)} fold(s) have no finished validation:\n  " + "\n  ".join(missing)
-                         + f"\nRun them first: nnunet-dino crossval -d {dataset_id(dataset_name)} -tr "
+        raise MissingInputError(f"{len(missing)} fold(s) have no finished validation:\n  " + "\n  ".join(missing)
+                                 + f"\nRun them first: nnunet-dino crossval -d {dataset_id(name)} -tr "
                          + " ".join(trainers) + f" --folds {' '.join(map(str, folds))}"
                          + plans_flags(plans, configuration))
     return found
 
 
-def default_report_folder(dataset_name: str) -> str:
-    return f"cv_report_{dataset_name}"
+def default_report_folder(name: str) -> str:
+    return f"cv_report_{name}"
 
 
 def _case_rows(summary: dict, fold: int, file_ending: str) -> List[dict]:
@@ -73,11 +75,9 @@ def _case_rows(summary: dict, fold: int, file_ending: str) -> List[dict]:
     return rows
 
 
-def _model_facts(dataset_name: str, trainer: str, plans: str, configuration: str, folds: Sequence[int]) -> dict:
+def _model_facts(name: str, trainer: str, plans: str, configuration: str, folds: Sequence[int]) -> dict:
     """Parameter counts of the trainer's network (built from its first finished fold's checkpoint)."""
-    from nnunetv2.utilities.file_path_utilities import get_output_folder
-    from .demo_report import model_facts
-    folder = get_output_folder(dataset_name, trainer, plans, configuration)
+    folder = model_folder(name, trainer, plans, configuration)
     for fold in folds:
         if os.path.isfile(os.path.join(folder, f"fold_{fold}", "checkpoint_final.pth")):
             try:
@@ -87,34 +87,21 @@ def _model_facts(dataset_name: str, trainer: str, plans: str, configuration: str
     return {"error": "no checkpoint_final.pth in the requested folds"}
 
 
-def _random_backbone(dataset_name: str, trainer: str, plans: str, configuration: str) -> bool:
-    """Whether the plans a model was trained with record a random frozen DINO backbone (tests/demos)."""
-    from nnunetv2.utilities.file_path_utilities import get_output_folder
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-    from .plans import trained_on_random_backbone
-    path = os.path.join(get_output_folder(dataset_name, trainer, plans, configuration), "plans.json")
-    return os.path.isfile(path) and trained_on_random_backbone(PlansManager(path).get_configuration(configuration))
-
-
 def build_report(dataset: str, trainers: Sequence[str], folds: Sequence[int] = (0, 1, 2, 3, 4),
                  plans: str = "nnUNetPlans", configuration: str = "2d", output: Optional[str] = None,
                  reference: Optional[str] = None, num_processes: int = 1) -> CrossValReport:
     """Evaluate and aggregate; per-fold metric files go to `output/evaluation/<trainer>/fold_X/`."""
     if len(set(trainers)) != len(trainers):
-        raise ValueError(f"a trainer is named twice in {list(trainers)}")
+        raise OptionError(f"a trainer is named twice in {list(trainers)}")
     reference = choose_reference(trainers, reference)
-    dataset_name = resolve_dataset(dataset)
-    preprocessed = os.path.join(os.environ["nnUNet_preprocessed"], dataset_name)
-    gt_folder = os.path.join(preprocessed, "gt_segmentations")
-    dataset_json_path = os.path.join(preprocessed, "dataset.json")
-    if not os.path.isdir(gt_folder):
-        raise ValueError(f"no reference segmentations in {gt_folder}: run nnUNetv2_plan_and_preprocess "
-                         f"-d {dataset_id(dataset_name)} (it copies them there)")
-    folders = validation_folders(dataset_name, trainers, folds, plans, configuration)
+    name = dataset_name(dataset)
+    references = gt_folder(name)
+    dataset_json_path = os.path.join(preprocessed_folder(name), "dataset.json")
+    folders = validation_folders(name, trainers, folds, plans, configuration)
     with open(dataset_json_path) as f:
         dataset_json = json.load(f)
     classes = classes_from_labels(dataset_json["labels"])
-    output = output or default_report_folder(dataset_name)
+    output = output or default_report_folder(name)
 
     summary, per_case, models = {}, {}, {}
     for trainer in trainers:
@@ -122,21 +109,21 @@ def build_report(dataset: str, trainers: Sequence[str], folds: Sequence[int] = (
         per_case[trainer] = []
         for fold, folder in sorted(folders[trainer].items()):
             metrics_folder = os.path.join(output, "evaluation", trainer, f"fold_{fold}")
-            fold_summaries[fold] = evaluate_folders(gt_folder, folder, dataset_json_path, output_dir=metrics_folder,
+            fold_summaries[fold] = evaluate_folders(references, folder, dataset_json_path, output_dir=metrics_folder,
                                                     num_processes=num_processes, allow_missing_predictions=True)
             per_case[trainer] += _case_rows(fold_summaries[fold], fold, dataset_json["file_ending"])
         summary[trainer] = aggregate_folds(fold_summaries, [c.key for c in classes])
-        models[trainer] = _model_facts(dataset_name, trainer, plans, configuration, folds)
+        models[trainer] = _model_facts(name, trainer, plans, configuration, folds)
 
     notes = [f"`{t}` was trained on a RANDOM frozen backbone (nnUNet_dino_weights=random): its numbers show the "
              f"pipeline works, not what the method can do" for t in trainers
-             if _random_backbone(dataset_name, t, plans, configuration)]
+             if trained_on_random_backbone_folder(model_folder(name, t, plans, configuration), configuration)]
     case_sets = {t: {r["case"] for r in rows} for t, rows in per_case.items()}
     if len({frozenset(s) for s in case_sets.values()}) > 1:
         notes.append("the trainers were validated on different case sets (different splits?): paired tests use "
                      "the common cases only")
     comparison = compare_to_reference(per_case, reference, [c.key for c in classes]) if len(trainers) > 1 else []
-    return CrossValReport(dataset_name, configuration, plans, list(folds), list(trainers), reference,
+    return CrossValReport(name, configuration, plans, list(folds), list(trainers), reference,
                           {c.key: c.name for c in classes}, summary, per_case, comparison, models, notes)
 
 

@@ -13,18 +13,15 @@ load it and crash. Works for any trainer nnU-Net can find, not only the plugin's
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import shlex
-import subprocess
-import sys
 import time
 import zipfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .pipeline import nnunet_command
+from ..nnunet import (dataset_id, dataset_name, fold_folder, plans_flags, require_plans, require_trainers,
+                      results_root, run_nnunet)
 
 DONE, VALIDATE, RESUME, TRAIN = "done", "validate", "resume", "train"
 FLAGS = {VALIDATE: ["--val"], RESUME: ["--c"], TRAIN: []}
@@ -89,62 +86,17 @@ def fold_command(plan: FoldPlan, dataset: str, configuration: str, plans: str, d
     return command
 
 
-def resolve_dataset(dataset: str) -> str:
-    """nnU-Net's dataset folder name (e.g. 'Dataset042_Liver') for an id or a name."""
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-    for var in ("nnUNet_preprocessed", "nnUNet_results"):
-        if not os.environ.get(var):
-            raise ValueError(f"{var} is not set: export nnUNet_raw, nnUNet_preprocessed and nnUNet_results "
-                             f"(nnU-Net's folders) first")
-    try:
-        return maybe_convert_to_dataset_name(dataset)
-    except (RuntimeError, ValueError) as error:
-        raise ValueError(str(error)) from error
+def checked_selection(dataset: str, trainers: Sequence[str], plans: str, configuration: str) -> str:
+    """The dataset's folder name, after checking that its plans and every trainer exist."""
+    name = dataset_name(dataset)
+    require_plans(name, plans, configuration)
+    require_trainers(trainers)
+    return name
 
 
-def dataset_id(dataset_name: str) -> str:
-    """'Dataset042_Liver' -> '42', as users type it."""
-    from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
-    return str(convert_dataset_name_to_id(dataset_name))
-
-
-def plans_flags(plans: str, configuration: str) -> str:
-    """The -p / -c options a suggested command needs (none for nnU-Net's defaults)."""
-    return (f" -p {plans}" if plans != "nnUNetPlans" else "") + (f" -c {configuration}" if configuration != "2d" else "")
-
-
-def check_trainers(trainers: Sequence[str]) -> None:
-    """Every trainer must be findable by nnU-Net (else every fold would fail after minutes of startup)."""
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-    missing = []
-    for name in trainers:
-        with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints its whole search
-            try:
-                recursive_find_trainer_class_by_name(name)
-            except RuntimeError:
-                missing.append(name)
-    if missing:
-        raise ValueError(f"nnU-Net cannot find trainer(s) {missing}: check the spelling (class names are "
-                         f"case-sensitive) and, for trainers outside nnunetv2, nnUNet_extTrainer "
-                         f"(now {os.environ.get('nnUNet_extTrainer', 'unset')!r})")
-
-
-def check_plans(dataset_name: str, plans: str, configuration: str) -> None:
-    import json
-    path = os.path.join(os.environ["nnUNet_preprocessed"], dataset_name, plans + ".json")
-    if not os.path.isfile(path):
-        raise ValueError(f"no plans {path}: run `nnUNetv2_plan_and_preprocess -d {dataset_id(dataset_name)}` "
-                         f"(or pass the plans you made with -p)")
-    with open(path) as f:
-        configurations = json.load(f).get("configurations", {})
-    if configuration not in configurations:
-        raise ValueError(f"configuration {configuration!r} is not in {path}; it has {sorted(configurations)}")
-
-
-def plan_folds(dataset_name: str, trainers: Sequence[str], folds: Sequence[int], plans: str, configuration: str,
+def plan_folds(name: str, trainers: Sequence[str], folds: Sequence[int], plans: str, configuration: str,
                want_npz: bool = False) -> List[FoldPlan]:
-    from nnunetv2.utilities.file_path_utilities import get_output_folder
-    return [fold_plan(t, f, get_output_folder(dataset_name, t, plans, configuration, f), want_npz)
+    return [fold_plan(t, f, fold_folder(name, t, plans, configuration, f), want_npz)
             for t in trainers for f in folds]
 
 
@@ -157,27 +109,15 @@ def set_aside_incomplete(plans: Sequence[FoldPlan]) -> None:
                 print(f"  set aside {path} -> {os.path.basename(path)}.incomplete (cut short)", flush=True)
 
 
-def _stamp() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S")
-
-
 def run_fold(command: List[str], log_folder: str, plan: FoldPlan) -> int:
     """Run one nnUNetv2_train, streaming its output to the console and to a per-fold log."""
     os.makedirs(log_folder, exist_ok=True)
-    log_path = os.path.join(log_folder, f"{plan.trainer}_fold{plan.fold}.log")
     with open(os.path.join(log_folder, "commands.log"), "a") as commands:
-        commands.write(f"{_stamp()} start {plan.action}: {shlex.join(command)}\n")
-    process = subprocess.Popen([nnunet_command(command[0])] + command[1:], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, bufsize=1)
-    with open(log_path, "a") as log:
-        log.write(f"\n{_stamp()} $ {shlex.join(command)}\n")
-        for line in process.stdout:
-            log.write(line)
-            sys.stdout.write(line)
-            sys.stdout.flush()
-    code = process.wait()
+        commands.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start {plan.action}: {shlex.join(command)}\n")
+    code, _, _ = run_nnunet(command, log_path=os.path.join(log_folder, f"{plan.trainer}_fold{plan.fold}.log"),
+                            echo=False, stream=True)
     with open(os.path.join(log_folder, "commands.log"), "a") as commands:
-        commands.write(f"{_stamp()} exit {code}: {shlex.join(command)}\n")
+        commands.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} exit {code}: {shlex.join(command)}\n")
     return code
 
 
@@ -185,23 +125,21 @@ def run_crossval(dataset: str, trainers: Sequence[str], folds: Sequence[int] = (
                  plans: str = "nnUNetPlans", configuration: str = "2d", device: Optional[str] = None,
                  npz: bool = False, num_gpus: int = 1, keep_going: bool = False) -> int:
     """Run every fold that is not done; returns 0 when all requested folds are done afterwards."""
-    dataset_name = resolve_dataset(dataset)
-    check_plans(dataset_name, plans, configuration)
-    check_trainers(trainers)
+    name = checked_selection(dataset, trainers, plans, configuration)
     if device is None:
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    fold_plans = plan_folds(dataset_name, trainers, folds, plans, configuration, npz)
+    fold_plans = plan_folds(name, trainers, folds, plans, configuration, npz)
     todo = [p for p in fold_plans if p.action != DONE]
-    print(f"crossval {dataset_name} ({configuration}, {plans}), folds {' '.join(map(str, folds))}, device "
+    print(f"crossval {name} ({configuration}, {plans}), folds {' '.join(map(str, folds))}, device "
           f"{device}: {len(fold_plans) - len(todo)} done, {len(todo)} to run", flush=True)
     for plan in fold_plans:
         print("  " + plan.describe(), flush=True)
     set_aside_incomplete(todo)
-    log_folder = os.path.join(os.environ["nnUNet_results"], dataset_name, LOG_FOLDER)
+    log_folder = os.path.join(results_root(), name, LOG_FOLDER)
     failed: List[Tuple[FoldPlan, int]] = []
     for i, plan in enumerate(todo, 1):
-        command = fold_command(plan, dataset_id(dataset_name), configuration, plans, device, npz, num_gpus)
+        command = fold_command(plan, dataset_id(name), configuration, plans, device, npz, num_gpus)
         print(f"==> [{i}/{len(todo)}] {plan.describe()}\n$ {shlex.join(command)}", flush=True)
         code = run_fold(command, log_folder, plan)
         after = fold_plan(plan.trainer, plan.fold, plan.folder, npz)
@@ -211,7 +149,7 @@ def run_crossval(dataset: str, trainers: Sequence[str], folds: Sequence[int] = (
                   f"{os.path.join(log_folder, f'{plan.trainer}_fold{plan.fold}.log')}", flush=True)
             if not keep_going:
                 break
-    remaining = [p for p in plan_folds(dataset_name, trainers, folds, plans, configuration, npz) if p.action != DONE]
+    remaining = [p for p in plan_folds(name, trainers, folds, plans, configuration, npz) if p.action != DONE]
     if remaining:
         print(f"{len(remaining)} fold(s) not done: " + ", ".join(f"{p.trainer} fold {p.fold}" for p in remaining)
               + ". Fix the error above and run the same command again: finished folds are skipped.", flush=True)
@@ -219,23 +157,3 @@ def run_crossval(dataset: str, trainers: Sequence[str], folds: Sequence[int] = (
     print(f"all {len(fold_plans)} folds done. Next: nnunet-dino report -d {dataset} -tr {' '.join(trainers)}"
           + plans_flags(plans, configuration), flush=True)
     return 0
-
-
-def emit_scripts(dataset: str, trainers: Sequence[str], output: str, folds: Sequence[int] = (0, 1, 2, 3, 4),
-                 plans: str = "nnUNetPlans", configuration: str = "2d", device: str = "cuda", npz: bool = False,
-                 num_gpus: int = 1) -> Dict[str, object]:
-    """Write `run_folds.sh` (one nnUNetv2_train line per missing fold) and `job_array.sh` (SLURM array)."""
-    from .crossval_scripts import write_scripts
-    dataset_name = resolve_dataset(dataset)
-    check_plans(dataset_name, plans, configuration)
-    check_trainers(trainers)
-    fold_plans = plan_folds(dataset_name, trainers, folds, plans, configuration, npz)
-    todo = [p for p in fold_plans if p.action != DONE]
-    set_aside_incomplete(todo)
-    commands = [(p, fold_command(p, dataset_id(dataset_name), configuration, plans, device, npz, num_gpus,
-                                 always_continue=True)) for p in todo]
-    paths = write_scripts(output, dataset_name, commands, num_gpus)
-    for plan in fold_plans:
-        print("  " + plan.describe())
-    print(f"{len(todo)} fold command(s) written: {paths['run_folds']} and {paths['job_array']}")
-    return {"plans": fold_plans, "commands": commands, **paths}

@@ -9,22 +9,6 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 
-def model_facts(model_folder: str, fold: int = 0) -> dict:
-    """Epochs trained and trainable/total parameters of a trained nnU-Net model folder."""
-    import torch
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-    from .checkpoints import network_for_model_folder
-    from .networks.base import count_parameters
-    checkpoint = torch.load(os.path.join(model_folder, f"fold_{fold}", "checkpoint_final.pth"),
-                            map_location="cpu", weights_only=False)  # nnU-Net's own checkpoint format
-    network = network_for_model_folder(model_folder, checkpoint)
-    config = PlansManager(os.path.join(model_folder, "plans.json")).get_configuration(
-        checkpoint["init_args"]["configuration"])
-    trainable, total = count_parameters(network)
-    return {"trainer": checkpoint["trainer_name"], "epochs": int(checkpoint["current_epoch"]),
-            "trainable_params": trainable, "total_params": total, "patch_size": list(config.patch_size)}
-
-
 def _read(path: str) -> np.ndarray:
     import SimpleITK as sitk
     return sitk.GetArrayFromImage(sitk.ReadImage(path))

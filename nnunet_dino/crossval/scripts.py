@@ -7,6 +7,9 @@ import shlex
 import stat
 from typing import Dict, List, Sequence, Tuple
 
+from .folds import DONE, checked_selection, fold_command, plan_folds
+from ..nnunet import dataset_id
+
 RUN_SCRIPT = "run_folds.sh"
 ARRAY_SCRIPT = "job_array.sh"
 ENV_GUARD = ('for v in nnUNet_raw nnUNet_preprocessed nnUNet_results; do\n'
@@ -62,3 +65,25 @@ def write_scripts(output: str, dataset_name: str, commands: Sequence[Tuple[objec
     _write(paths["run_folds"], run_script(dataset_name, commands))
     _write(paths["job_array"], array_script(dataset_name, commands, num_gpus))
     return paths
+
+
+def emit_scripts(dataset: str, trainers: Sequence[str], output: str, folds: Sequence[int] = (0, 1, 2, 3, 4),
+                 plans: str = "nnUNetPlans", configuration: str = "2d", device: str = "cuda", npz: bool = False,
+                 num_gpus: int = 1) -> Dict[str, object]:
+    """Write `run_folds.sh` (one nnUNetv2_train line per missing fold) and `job_array.sh` (SLURM array).
+    Only writes: a checkpoint cut short by a kill is named, not moved (`nnunet-dino crossval` without
+    --emit sets it aside before it runs)."""
+    name = checked_selection(dataset, trainers, plans, configuration)
+    fold_plans = plan_folds(name, trainers, folds, plans, configuration, npz)
+    todo = [p for p in fold_plans if p.action != DONE]
+    commands = [(p, fold_command(p, dataset_id(name), configuration, plans, device, npz, num_gpus,
+                                 always_continue=True)) for p in todo]
+    paths = write_scripts(output, name, commands, num_gpus)
+    for plan in fold_plans:
+        print("  " + plan.describe())
+    broken = [path for plan in todo for path in plan.set_aside]
+    if broken:
+        print(f"!! {len(broken)} checkpoint(s) cut short by a kill: {', '.join(broken)}. nnUNetv2_train --c would "
+              f"load them and fail: run `nnunet-dino crossval` once (it sets them aside), or delete them.")
+    print(f"{len(todo)} fold command(s) written: {paths['run_folds']} and {paths['job_array']}")
+    return {"plans": fold_plans, "commands": commands, **paths}

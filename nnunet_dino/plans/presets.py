@@ -13,7 +13,9 @@ from typing import Sequence, Tuple
 import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
-from nnunetv2.paths import nnUNet_preprocessed
+
+from ..errors import MissingInputError, OptionError
+from ..nnunet.folders import preprocessed_folder
 
 
 class FixedInPlaneShapePlanner(ExperimentPlanner):
@@ -43,22 +45,25 @@ class FixedInPlaneShapePlanner(ExperimentPlanner):
         return plan
 
 
+PRESETS = ("dinounet512",)
+
+
 def plan_preset(dataset_id: int, preset: str, target_shape: Sequence[int] = (512, 512),
                 plans_name: str = "") -> Tuple[str, dict]:
     """Plan `dataset_id` with a preset; returns (plans identifier, plans). Only the 2d configuration
     is kept. The dataset fingerprint must exist (nnUNetv2_plan_and_preprocess or
     nnUNetv2_extract_fingerprint first)."""
-    if preset != "dinounet512":
-        raise ValueError(f"unknown preset {preset!r}; available: dinounet512")
+    if preset not in PRESETS:
+        raise OptionError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
     planner_class = type("DinoUNetPlanner", (FixedInPlaneShapePlanner,), {"target_shape": tuple(target_shape)})
     name = plans_name or ("nnUNetPlansDinoUNet512" if tuple(target_shape) == (512, 512)
                           else "nnUNetPlansDinoUNet" + "x".join(str(t) for t in target_shape))
     planner = planner_class(dataset_id, plans_name=name)
-    if not os.path.isfile(os.path.join(nnUNet_preprocessed, planner.dataset_name, "dataset_fingerprint.json")):
-        raise FileNotFoundError(f"No fingerprint for {planner.dataset_name}: run `nnUNetv2_plan_and_preprocess -d "
+    if not os.path.isfile(os.path.join(preprocessed_folder(planner.dataset_name), "dataset_fingerprint.json")):
+        raise MissingInputError(f"No fingerprint for {planner.dataset_name}: run `nnUNetv2_plan_and_preprocess -d "
                                 f"{dataset_id} -c 2d` (or nnUNetv2_extract_fingerprint) first.")
     plans = planner.plan_experiment()
     plans["configurations"] = {"2d": plans["configurations"]["2d"]}  # 3D configs: not for these trainers
-    plans_file = os.path.join(nnUNet_preprocessed, planner.dataset_name, name + ".json")
+    plans_file = os.path.join(preprocessed_folder(planner.dataset_name), name + ".json")
     save_json(plans, plans_file, sort_keys=False)
     return name, load_json(plans_file)

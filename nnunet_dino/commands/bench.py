@@ -1,0 +1,51 @@
+"""`nnunet-dino bench`: nnUNetTrainer vs each DINO family at one patch and batch."""
+from ..errors import OptionError
+
+FAMILY_CHOICES = ["segdino", "udfa", "dinounet"]
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="nnUNetTrainer vs each DINO family at one patch and batch: step time, "
+                                            "tiles/s, memory, backbone share and GFLOP/s, checkpoint size, "
+                                            "sliding-window time")
+    p.add_argument("--patch", type=int, nargs=2, default=[224, 224], metavar=("H", "W"), help="2D patch (224 224)")
+    p.add_argument("--batch", type=int, default=2, help="training batch (default 2)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repetitions; medians are reported (default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed warm-up repetitions (default 2)")
+    p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
+    p.add_argument("--families", nargs="+", default=FAMILY_CHOICES, choices=FAMILY_CHOICES,
+                   help="plugin families (nnUNetTrainer always runs)")
+    p.add_argument("--channels", type=int, default=1, help="input channels (default 1)")
+    p.add_argument("--classes", type=int, default=4, help="output classes incl. background (default 4)")
+    p.add_argument("--case", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="sliding-window case size (default: twice the patch)")
+    p.add_argument("--predict-repeats", type=int, default=1, help="sliding-window runs per model (default 1)")
+    p.add_argument("--no-vit-b", action="store_true", help="skip the ViT-B checkpoint sizes")
+    p.add_argument("--cpu-precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="the plugin networks' CPU precision (default auto: bf16 autocast where the CPU has native "
+                        "bf16, as the trainers run; fp32 compares like for like with nnUNetTrainer's fp32)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--json", default="bench_results.json", help="results file (default: bench_results.json)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    import torch
+    from ..bench import BenchSettings, format_report, run_benchmark, write_json
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise OptionError("--device cuda, but torch sees no CUDA device")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise OptionError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)  # the memory children inherit the count
+    settings = BenchSettings(patch=tuple(args.patch), batch=args.batch, repeats=args.repeats, warmup=args.warmup,
+                             device=device, families=tuple(args.families), input_channels=args.channels,
+                             num_classes=args.classes, case=tuple(args.case) if args.case else None,
+                             predict_repeats=args.predict_repeats, vit_b=not args.no_vit_b,
+                             cpu_precision=args.cpu_precision)
+    results = run_benchmark(settings)
+    print(format_report(results))
+    write_json(results, args.json)
+    print(f"written: {args.json}")
+    return 0

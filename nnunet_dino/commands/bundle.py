@@ -1,0 +1,17 @@
+"""`nnunet-dino bundle`: make a model folder's slim checkpoints self-contained, for sharing."""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("bundle", help="make a model folder's slim checkpoints self-contained (for sharing)")
+    p.add_argument("model_folder", help="<nnUNet_results>/<Dataset>/<Trainer>__<Plans>__<configuration>")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..nnunet.models import bundle_model_folder
+    rewritten = bundle_model_folder(args.model_folder)
+    for path in rewritten:
+        print(f"self-contained: {path}")
+    if not rewritten:
+        print(f"nothing to do: every checkpoint in {args.model_folder} is already self-contained")
+    return 0

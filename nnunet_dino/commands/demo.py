@@ -1,0 +1,19 @@
+"""`nnunet-dino demo` (`make demo`): the plugin's main job on real MRI, offline, on a CPU."""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="real MRI (mricron-data): plan, train a DINO trainer and nnUNetTrainer "
+                                           "for one budget, predict, evaluate, write report.md + figures")
+    p.add_argument("--output", default="demo_output", help="output folder (default: demo_output)")
+    p.add_argument("--trainer", default="nnUNetTrainerUDFA_S_demo", help="the DINO trainer to run")
+    p.add_argument("--baseline", default="nnUNetTrainer_demo", help="the comparison trainer")
+    p.add_argument("--dataset", default="auto", choices=["auto", "colin27", "synthetic"],
+                   help="auto: Colin27 if mricron-data is installed, else synthetic")
+    p.add_argument("--keep", action="store_true", help="keep an existing output folder's nnU-Net data")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..demo import run_demo
+    run_demo(args.output, trainer=args.trainer, baseline=args.baseline, dataset=args.dataset, keep=args.keep)
+    return 0

@@ -1,0 +1,25 @@
+"""`nnunet-dino evaluate`: per-class Dice, HD95 and ASD (mm) of a prediction folder."""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="per-class Dice, HD95 and ASD (mm) of a prediction folder -> "
+                                               "JSON + CSV")
+    p.add_argument("gt_dir", help="folder of reference segmentations")
+    p.add_argument("pred_dir", help="folder of predicted segmentations (same file names)")
+    p.add_argument("-d", "--dataset-json", required=True, help="dataset.json (labels, file_ending)")
+    p.add_argument("-o", "--output", default=None, help="output folder (default: PRED_DIR, beside summary.json)")
+    p.add_argument("-np", "--num-processes", type=int, default=1, help="worker processes (default: 1)")
+    p.add_argument("--allow-missing-predictions", action="store_true",
+                   help="evaluate only the references that have a prediction (e.g. one fold vs labelsTr)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..evaluation import evaluate_folders, format_class_table
+    summary = evaluate_folders(args.gt_dir, args.pred_dir, args.dataset_json, output_dir=args.output,
+                               num_processes=args.num_processes,
+                               allow_missing_predictions=args.allow_missing_predictions)
+    print(format_class_table(summary))
+    print(f"{len(summary['metric_per_case'])} cases; metrics_summary.json and CSVs in "
+          f"{args.output or args.pred_dir}")
+    return 0
