@@ -1,5 +1,5 @@
 """`nnunet-dino`: set-up checks, datasets, planning, cross-validation, evaluation, sharing, benchmarks
-and the demo around stock nnU-Net v2. One module per command in `nnunet_dino.commands`."""
+and the demo around stock nnU-Net v2."""
 from __future__ import annotations
 
 import argparse

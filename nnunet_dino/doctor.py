@@ -50,7 +50,7 @@ def report() -> Tuple[str, bool]:
     """The doctor's text, and whether every trainer was found."""
     import torch
     from ._autoregister import ENV_VAR, trainer_folder
-    from .backbones import WEIGHTS_ENV_VAR
+    from .backbones import WEIGHTS_ENV_VAR, is_random_setting
     lines = [f"nnunet-dino {_version('nnunet-dino')}  (python {platform.python_version()}, {platform.platform()})",
              "versions: " + ", ".join(f"{d} {_version(d)}" for d in
                                       ("torch", "nnunetv2", "timm", "dynamic-network-architectures",
@@ -72,7 +72,7 @@ def report() -> Tuple[str, bool]:
     lines += [f"  {name:<34} {status}" for name, status in rows]
     setting = os.environ.get(WEIGHTS_ENV_VAR)
     lines.append(f"weights: {WEIGHTS_ENV_VAR}={setting if setting else '(unset: training refuses to start)'}")
-    if setting and setting.strip().lower() == "random":
+    if is_random_setting(setting):
         lines.append("  RANDOM frozen backbones: for tests and demos only, results mean nothing clinically")
     lines.append("backbones:")
     lines += [f"  {name:<22} {status}" for name, status in backbone_weights()]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .hf_layout import rename_block_params, split_hf_state
-from .registry import BackboneSpec, register_backbone
+from .registry import BackboneFamily, BackboneSpec, register_backbone, register_family
 
 POS_EMBED_RESIZE_MODES = ("meta", "hf", "timm")
 
@@ -168,3 +168,19 @@ def meta_to_timm(state: Dict[str, torch.Tensor], vit=None) -> Dict[str, torch.Te
             out["cls_token"] = out["cls_token"] + out["pos_embed"][:, :1]
             out["pos_embed"] = out["pos_embed"][:, 1:]
     return {_MLP_RENAME.sub(lambda m: f".mlp.{_MLP_NAMES[m.group(1)]}.", k): v for k, v in out.items()}
+
+
+def to_timm(state: Dict[str, torch.Tensor], fmt: str, vit=None) -> Dict[str, torch.Tensor]:
+    """A state dict of layout `fmt` (as `detect_format` says) -> timm keys."""
+    return {"hf": hf_to_timm, "meta": meta_to_timm}.get(fmt, lambda st: st)(state)
+
+
+FAMILY = register_family(BackboneFamily(
+    name="dinov2",
+    where_to_get="https://github.com/facebookresearch/dinov2 (e.g. dinov2_vitb14_pretrain.pth) or the Hugging Face "
+                 "models facebook/dinov2-* / timm/vit_*_patch14_dinov2.lvd142m",
+    embed_tokens=embed_tokens, run_block=run_block, detect_format=detect_format, to_timm=to_timm,
+    pos_embed_rule=lambda fmt, spec, current: source_resize_mode(fmt, spec.num_register_tokens > 0),
+    timm_kwargs=lambda spec: {"img_size": spec.native_grid * spec.patch_size},  # the published pos-embed grid
+    pos_embed_modes=POS_EMBED_RESIZE_MODES,
+))

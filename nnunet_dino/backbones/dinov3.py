@@ -14,7 +14,7 @@ from typing import Dict, Optional
 import torch
 
 from .hf_layout import rename_block_params, split_hf_state
-from .registry import BackboneSpec, register_backbone
+from .registry import BackboneFamily, BackboneSpec, register_backbone, register_family
 
 _SIZES = (  # (id, timm size word, dim, depth, heads, taps, hash)
     ("s", "small", 384, 12, 6, (2, 5, 8, 11), "08c60483"),
@@ -108,3 +108,19 @@ def meta_to_timm(state: Dict[str, torch.Tensor], vit) -> Dict[str, torch.Tensor]
     if "patch_embed.proj.weight" in state:  # timm would silently resample another patch size
         out["patch_embed.proj.weight"] = state["patch_embed.proj.weight"]
     return out
+
+
+def to_timm(state: Dict[str, torch.Tensor], fmt: str, vit) -> Dict[str, torch.Tensor]:
+    """A state dict of layout `fmt` (as `detect_format` says) -> timm keys."""
+    if fmt == "hf":
+        return hf_to_timm(state, gated_mlp=any(".mlp.gate_proj." in k for k in state))
+    return meta_to_timm(state, vit) if fmt == "meta" else state
+
+
+FAMILY = register_family(BackboneFamily(
+    name="dinov3",
+    where_to_get="https://github.com/facebookresearch/dinov3 (request access; e.g. "
+                 "dinov3_vits16_pretrain_lvd1689m-08c60483.pth) or the Hugging Face models facebook/dinov3-*",
+    embed_tokens=embed_tokens, run_block=run_block, detect_format=detect_format, to_timm=to_timm,
+    pos_embed_rule=lambda fmt, spec, current: current,  # RoPE: nothing is resized
+))

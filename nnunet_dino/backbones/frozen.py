@@ -17,18 +17,14 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from . import dinov2, dinov3
 from .registry import BackboneSpec
-
-_FAMILIES = {"dinov2": dinov2, "dinov3": dinov3}
 
 
 def build_timm_vit(spec: BackboneSpec) -> nn.Module:
     """The timm architecture for `spec`, randomly initialised (weights come from `weights.py`)."""
     import timm
     kwargs = dict(pretrained=False, num_classes=0, dynamic_img_size=True, drop_path_rate=0.0)
-    if spec.family == "dinov2":
-        kwargs["img_size"] = spec.native_grid * spec.patch_size  # keep the published pos-embed grid
+    kwargs.update(spec.family_ops.timm_kwargs(spec))
     kwargs.update(dict(spec.timm_overrides))
     return timm.create_model(spec.timm_name, **kwargs)
 
@@ -46,15 +42,16 @@ def state_fingerprint(state: dict) -> str:
 class FrozenDinoBackbone(nn.Module):
     def __init__(self, spec: BackboneSpec, pos_embed_resize: str = "meta", bf16_on_cuda: bool = True):
         super().__init__()
-        if spec.family == "dinov2" and pos_embed_resize not in dinov2.POS_EMBED_RESIZE_MODES:
-            raise ValueError(f"pos_embed_resize must be one of {dinov2.POS_EMBED_RESIZE_MODES}")
+        modes = spec.family_ops.pos_embed_modes
+        if modes and pos_embed_resize not in modes:
+            raise ValueError(f"pos_embed_resize must be one of {modes}")
         self.spec = spec
         self.pos_embed_resize = pos_embed_resize
         self.bf16_on_cuda = bf16_on_cuda
         self.vit = build_timm_vit(spec)
         self.vit.requires_grad_(False)
         self.vit.eval()
-        self._family = _FAMILIES[spec.family]
+        self._family = spec.family_ops
         self.loaded_fingerprint: Optional[str] = None  # set by weights.load_backbone_weights,
         self.weights_info: dict = {}                     # with what was loaded from where
 

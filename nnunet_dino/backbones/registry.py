@@ -1,16 +1,52 @@
-"""The backbone registry: every supported DINO encoder is one row of data.
+"""The backbone registry: every supported DINO encoder is one row of data, and every DINO
+generation one `BackboneFamily` object.
 
 A row names the timm constructor that builds the architecture, the published weight file names
 that `nnUNet_dino_weights` is searched for, the Hugging Face ids, and the default feature taps
-(0-based block indices) the papers use for that depth.
+(0-based block indices) the papers use for that depth. A family holds what differs between DINO
+generations side by side -- token embedding, block call, checkpoint layouts and their converters,
+the position-embedding rule -- so no other module branches on the family's name.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 _REGISTRY: Dict[str, "BackboneSpec"] = {}
+_FAMILIES: Dict[str, "BackboneFamily"] = {}
+
+
+@dataclass(frozen=True)
+class BackboneFamily:
+    """One DINO generation. Each callable is a pure function of its arguments:
+
+    embed_tokens(vit, x, pos_embed_resize) -> (tokens, rope or None, grid); run_block(block, tokens, rope);
+    detect_format(state) -> 'hf' | 'meta' | 'timm' | None; to_timm(state, fmt, vit) -> timm state dict;
+    pos_embed_rule(fmt, spec, current) -> the resize rule that reproduces the weights' source;
+    timm_kwargs(spec) -> extra `timm.create_model` arguments."""
+    name: str
+    where_to_get: str
+    embed_tokens: Callable
+    run_block: Callable
+    detect_format: Callable[[dict], Optional[str]]
+    to_timm: Callable
+    pos_embed_rule: Callable
+    timm_kwargs: Callable = lambda spec: {}
+    pos_embed_modes: Tuple[str, ...] = ()   # accepted `pos_embed_resize` values (empty: not used)
+
+
+def register_family(family: BackboneFamily) -> BackboneFamily:
+    _FAMILIES[family.name] = family
+    return family
+
+
+def get_family(name: str) -> BackboneFamily:
+    return _FAMILIES[name]
+
+
+def families() -> Tuple[BackboneFamily, ...]:
+    return tuple(_FAMILIES.values())
 
 
 @dataclass(frozen=True)
@@ -29,6 +65,10 @@ class BackboneSpec:
     timm_hub_id: str = ""           # timm weights on the HF hub, used for `nnUNet_dino_weights=hub`
     native_grid: int = 0            # DINOv2 pos-embed grid of the published weights (518/14 = 37)
     timm_overrides: Tuple[Tuple[str, object], ...] = field(default=())  # e.g. tiny test configs
+
+    @property
+    def family_ops(self) -> BackboneFamily:
+        return get_family(self.family)
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -64,7 +104,6 @@ def register_backbone(spec: BackboneSpec) -> BackboneSpec:
 
 
 def get_backbone_spec(name: str) -> BackboneSpec:
-    _ensure_families_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -72,9 +111,4 @@ def get_backbone_spec(name: str) -> BackboneSpec:
 
 
 def list_backbones() -> Tuple[str, ...]:
-    _ensure_families_loaded()
     return tuple(_REGISTRY)
-
-
-def _ensure_families_loaded() -> None:
-    from . import dinov2, dinov3  # noqa: F401  (each module registers its rows on import)

@@ -22,22 +22,26 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from . import dinov2, dinov3
+from ..errors import UserError
 from .frozen import build_timm_vit
-from .registry import BackboneSpec
+from .registry import BackboneSpec, families
 
 WEIGHTS_ENV_VAR = "nnUNet_dino_weights"
+RANDOM_SETTING = "random"
 RANDOM_BACKBONE_SEED = 0  # `random` means this seeded initialisation: reproducible from a slim checkpoint
-_FAMILIES = {"dinov2": dinov2, "dinov3": dinov3}
-_WHERE_TO_GET = {
-    "dinov2": "https://github.com/facebookresearch/dinov2 (e.g. dinov2_vitb14_pretrain.pth) or the "
-              "Hugging Face models facebook/dinov2-* / timm/vit_*_patch14_dinov2.lvd142m",
-    "dinov3": "https://github.com/facebookresearch/dinov3 (request access; e.g. "
-              "dinov3_vits16_pretrain_lvd1689m-08c60483.pth) or the Hugging Face models facebook/dinov3-*",
-}
 
 
-class WeightsError(RuntimeError):
+def is_random_setting(setting: Optional[str]) -> bool:
+    """Whether a `nnUNet_dino_weights` value asks for a random frozen backbone (tests and demos only)."""
+    return (setting or "").strip().lower() == RANDOM_SETTING
+
+
+def record_is_random(weights_record: Optional[dict]) -> bool:
+    """Whether a record of loaded weights (plans, checkpoint) says the backbone was random."""
+    return (weights_record or {}).get("format") == RANDOM_SETTING
+
+
+class WeightsError(UserError, RuntimeError):
     """Weights missing, unreadable, unsafe or of another architecture. The message says how to fix it."""
 
 
@@ -48,7 +52,7 @@ class WeightsSource:
 
     @property
     def is_random(self) -> bool:
-        return self.kind == "random"
+        return self.kind == RANDOM_SETTING
 
     def describe(self) -> str:
         return "RANDOM initialisation (no pretrained weights)" if self.is_random else f"{self.kind} {self.path}"
@@ -57,7 +61,7 @@ class WeightsSource:
 def _not_found(spec: BackboneSpec, looked: str) -> WeightsError:
     return WeightsError(
         f"No weights for backbone {spec.name} ({spec.label}). Looked in: {looked}. Expected one of: "
-        f"{', '.join(spec.weight_files)}. Get them from {_WHERE_TO_GET[spec.family]}, then "
+        f"{', '.join(spec.weight_files)}. Get them from {spec.family_ops.where_to_get}, then "
         f"`export {WEIGHTS_ENV_VAR}=/folder/with/weights` (or the file itself). For tests and demos "
         f"only, `export {WEIGHTS_ENV_VAR}=random` trains on a RANDOM frozen backbone.")
 
@@ -68,8 +72,8 @@ def locate_weights(spec: BackboneSpec, setting: Optional[str] = None) -> Weights
     setting = setting.strip()
     if not setting:
         raise _not_found(spec, f"nowhere: {WEIGHTS_ENV_VAR} is not set")
-    if setting.lower() == "random":
-        return WeightsSource("random")
+    if is_random_setting(setting):
+        return WeightsSource(RANDOM_SETTING)
     if setting.lower() == "hub":
         if not spec.timm_hub_id:
             raise WeightsError(f"backbone {spec.name} has no hub id; set {WEIGHTS_ENV_VAR} to a local "
@@ -82,7 +86,7 @@ def locate_weights(spec: BackboneSpec, setting: Optional[str] = None) -> Weights
         raise WeightsError(f"{WEIGHTS_ENV_VAR}={setting!r}: {path} does not exist. Point it at a folder "
                            f"holding the published weights ({', '.join(spec.weight_files)}), at one weights "
                            f"file, or set it to 'random' (tests and demos only). Get the weights from "
-                           f"{_WHERE_TO_GET[spec.family]}.")
+                           f"{spec.family_ops.where_to_get}.")
     if os.path.isfile(os.path.join(path, "config.json")):
         return WeightsSource("folder", path)
     for pattern in spec.weight_files:
@@ -183,10 +187,10 @@ def read_source(source: WeightsSource) -> Tuple[Dict[str, torch.Tensor], Optiona
 
 # --- converting and loading ----------------------------------------------------------------------
 def _detect(state: Dict[str, torch.Tensor]) -> Tuple[Optional[str], Optional[str]]:
-    for family, module in _FAMILIES.items():
-        fmt = module.detect_format(state)
+    for family in families():
+        fmt = family.detect_format(state)
         if fmt:
-            return family, fmt
+            return family.name, fmt
     return None, None
 
 
@@ -198,14 +202,7 @@ def convert_to_timm(state: Dict[str, torch.Tensor], spec: BackboneSpec, vit) -> 
     if family != spec.family:
         raise WeightsError(f"These are {family.upper()} weights, but the backbone is {spec.label}. Give "
                            f"{spec.family.upper()} weights (e.g. {spec.weight_files[0]}) or use a {family.upper()} trainer.")
-    if fmt == "hf":
-        if family == "dinov2":
-            return dinov2.hf_to_timm(state), fmt
-        gated = any(".mlp.gate_proj." in k for k in state)
-        return dinov3.hf_to_timm(state, gated), fmt
-    if fmt == "meta":
-        return _FAMILIES[family].meta_to_timm(state, vit), fmt
-    return state, fmt
+    return spec.family_ops.to_timm(state, fmt, vit), fmt
 
 
 def _describe_config(config: Optional[dict]) -> str:
@@ -240,7 +237,7 @@ def load_backbone_weights(backbone, source: WeightsSource) -> dict:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_BACKBONE_SEED)
             backbone.vit.load_state_dict(build_timm_vit(spec).state_dict())
-        info.update(format="random", seed=RANDOM_BACKBONE_SEED, pos_embed_resize=backbone.pos_embed_resize)
+        info.update(format=RANDOM_SETTING, seed=RANDOM_BACKBONE_SEED, pos_embed_resize=backbone.pos_embed_resize)
         return _record_fingerprint(backbone, info)
     state, hf_config = read_source(source)
     try:
@@ -249,8 +246,8 @@ def load_backbone_weights(backbone, source: WeightsSource) -> dict:
         raise WeightsError(f"Cannot load {source.path} into {spec.label}: {e}") from None
     check_state_dict(state, backbone.vit, spec, source.path, _describe_config(hf_config))
     backbone.vit.load_state_dict(state, strict=True)
-    if spec.family == "dinov2":  # reproduce the source's own pos-embed resize at other input sizes
-        backbone.pos_embed_resize = dinov2.source_resize_mode(fmt, spec.num_register_tokens > 0)
+    # reproduce the source's own position-embedding resize at other input sizes
+    backbone.pos_embed_resize = spec.family_ops.pos_embed_rule(fmt, spec, backbone.pos_embed_resize)
     info.update(format=fmt, pos_embed_resize=backbone.pos_embed_resize)
     return _record_fingerprint(backbone, info)
 

@@ -19,7 +19,8 @@ import time
 
 from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
 
-from ..backbones import WEIGHTS_ENV_VAR
+from ..backbones import WEIGHTS_ENV_VAR, is_random_setting
+from ..backbones.weights import RANDOM_SETTING
 from ..nnunet import model_folder, nnunet_environment, plan_and_preprocess, predict, train
 from ..nnunet.models import model_facts
 from ..training.base import RANDOM_BACKBONE_BANNER
@@ -60,8 +61,8 @@ def run_demo(output: str, trainer: str = DEFAULT_DINO_TRAINER, baseline: str = D
         shutil.rmtree(work)
     os.makedirs(output, exist_ok=True)
     env = nnunet_environment(work)
-    env.setdefault(WEIGHTS_ENV_VAR, "random")
-    random_backbone = env[WEIGHTS_ENV_VAR].strip().lower() == "random"
+    env.setdefault(WEIGHTS_ENV_VAR, RANDOM_SETTING)
+    random_backbone = is_random_setting(env[WEIGHTS_ENV_VAR])
     if random_backbone:
         print(RANDOM_BACKBONE_BANNER, flush=True)
     log, timings, start = os.path.join(output, "demo_log.txt"), {}, time.time()

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import BackboneSpec, FrozenDinoBackbone, get_backbone_spec
-from ..backbones.weights import WeightsError, WeightsSource, load_backbone_weights, locate_weights
+from ..backbones.weights import (RANDOM_SETTING, WeightsError, WeightsSource, load_backbone_weights, locate_weights,
+                                 record_is_random)
 
 #: state-dict entry that replaces the frozen backbone's tensors in slim checkpoints
 BACKBONE_RECORD_KEY = "nnunet_dino.backbone"
@@ -125,7 +126,13 @@ class DinoSegmentationNetwork(nn.Module):
         self.num_classes = num_classes
         self.backbone = FrozenDinoBackbone(spec, pos_embed_resize=pos_embed_resize)
         self.input_adapter = InputToRGB(input_channels, imagenet_normalize)
-        self.pad_multiple = math.lcm(spec.patch_size, self.extra_pad_multiple)
+        self.pad_multiple = self.input_multiple(spec)
+
+    @classmethod
+    def input_multiple(cls, spec: BackboneSpec) -> int:
+        """H and W are padded to a multiple of this: the ViT patch and the adapter's stride. The trainer
+        rounds the plan's patch to it, so prediction tiles need no padding."""
+        return math.lcm(spec.patch_size, cls.extra_pad_multiple)
 
     def segment(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -196,8 +203,9 @@ class DinoSegmentationNetwork(nn.Module):
         if self.backbone.loaded_fingerprint == record["sha256"]:
             return  # already loaded (the predictor reloads every fold's weights for every case)
         weights = record.get("weights", {})
-        trained_with = "RANDOM (seeded)" if weights.get("format") == "random" else weights.get("path") or "?"
-        source = WeightsSource("random") if weights.get("format") == "random" else locate_weights(self.backbone.spec)
+        random = record_is_random(weights)
+        trained_with = "RANDOM (seeded)" if random else weights.get("path") or "?"
+        source = WeightsSource(RANDOM_SETTING) if random else locate_weights(self.backbone.spec)
         info = load_backbone_weights(self.backbone, source)  # also records info on the backbone
         if info["sha256"] != record["sha256"]:
             raise WeightsError(

@@ -10,6 +10,8 @@ from typing import Sequence, Tuple
 
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
+from ..backbones.weights import record_is_random
+
 #: key of the record DINO trainers keep in their configuration (backbone, weights, resize rule)
 PLANS_RECORD_KEY = "nnunet_dino"
 
@@ -21,7 +23,7 @@ def dino_record(configuration_manager: ConfigurationManager) -> dict:
 
 def trained_on_random_backbone(configuration_manager: ConfigurationManager) -> bool:
     """Whether the model was trained with `nnUNet_dino_weights=random` (tests and demos only)."""
-    return dino_record(configuration_manager).get("weights", {}).get("format") == "random"
+    return record_is_random(dino_record(configuration_manager).get("weights"))
 
 
 def rounded_patch_size(patch_size: Sequence[int], multiple: int) -> Tuple[int, ...]:

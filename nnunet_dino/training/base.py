@@ -120,7 +120,7 @@ class nnUNetTrainerDino(nnUNetTrainer):
 
     @classmethod
     def patch_multiple(cls) -> int:
-        return math.lcm(cls.backbone_spec().patch_size, cls.network_class.extra_pad_multiple)
+        return cls.network_class.input_multiple(cls.backbone_spec())
 
     @classmethod
     def _check_configuration(cls, plans: dict, configuration: str) -> None:
