@@ -18,7 +18,6 @@ paper's optimiser. This base owns every integration rule, hook by hook:
 """
 from __future__ import annotations
 
-import math
 import os
 import random
 import warnings
