@@ -316,8 +316,8 @@ def test_cli_evaluate(tmp_path):
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert "Dice" in lines[0] and "HD95 mm" in lines[0] and "ASD mm" in lines[0]
-    assert lines[1].startswith("grey") and lines[2].startswith("box") and lines[3].startswith("foreground mean")
-    assert "1/0/1" in lines[2]  # box: empty in both once, missed once
+    assert lines[2].startswith("| grey") and lines[3].startswith("| box") and "mean (foreground)" in lines[4]
+    assert "1/0/1" in lines[3]  # box: empty in both once, missed once
     assert {p.name for p in out.iterdir()} == {"metrics_summary.json", "metrics_per_case.csv",
                                                 "metrics_per_class.csv"}
     os.remove(os.path.join(gt_dir, "case_001.nii.gz"))

@@ -10,33 +10,22 @@ import re
 from typing import Dict, List
 
 from ..evaluation.folders import json_ready
+from ..evaluation.tables import UNITS, metric_cell, per_class_table
 from .report import CrossValReport, class_name
 from .statistics import MEAN_KEY, METRICS, __doc__ as AGGREGATION_DOC
-
-UNITS = {"Dice": "", "HD95": " mm", "ASD": " mm"}
-DIGITS = {"Dice": 3, "HD95": 2, "ASD": 2}
-
-
-def _cell(stats: dict, metric: str) -> str:
-    mean, sd, digits = stats["mean"], stats["sd"], DIGITS[metric]
-    if mean is None or math.isnan(mean):
-        return "–"
-    spread = "" if sd is None or math.isnan(sd) else f" ± {sd:.{digits}f}"
-    return f"{mean:.{digits}f}{spread}"
-
 
 def _p(value: float) -> str:
     return "–" if value is None or math.isnan(value) else (f"{value:.2e}" if value < 1e-3 else f"{value:.4f}")
 
 
 def _metric_table(report: CrossValReport, metric: str) -> List[str]:
-    keys = list(report.class_names) + [MEAN_KEY]
-    lines = ["| class | " + " | ".join(f"`{t}`" for t in report.trainers) + " |",
-             "|---|" + "---|" * len(report.trainers)]
-    for key in keys:
-        cells = [_cell(report.summary[t][key][metric], metric) for t in report.trainers]
-        lines.append(f"| {class_name(report, key)} | " + " | ".join(cells) + " |")
-    return lines
+    def column(trainer: str):
+        def cell(key: str) -> str:
+            stats = report.summary[trainer][key][metric]
+            return metric_cell(metric, stats["mean"], stats["sd"])
+        return f"`{trainer}`", cell
+    names = {**report.class_names, MEAN_KEY: class_name(report, MEAN_KEY)}
+    return per_class_table(names, [column(t) for t in report.trainers], mean_label=None).splitlines()
 
 
 def markdown(report: CrossValReport, plots: Dict[str, str]) -> str:
@@ -117,12 +106,11 @@ def write_csvs(report: CrossValReport, output: str) -> Dict[str, str]:
 
 def box_plots(report: CrossValReport, output: str) -> Dict[str, str]:
     """class name -> PNG with two panels (Dice, HD95 mm): one box per trainer over all validated cases."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's matplotlib backend is left alone
     paths = {}
     for key, name in report.class_names.items():
-        fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 2.2 * len(report.trainers) + 2), 4.2))
+        fig = Figure(figsize=(max(6.0, 2.2 * len(report.trainers) + 2), 4.2))
+        axes = fig.subplots(1, 2)
         for ax, metric in zip(axes, ("Dice", "HD95")):
             data = [[r[metric] for r in report.per_case[t] if r["class_key"] == key and not math.isnan(r[metric])]
                     for t in report.trainers]
@@ -135,7 +123,6 @@ def box_plots(report: CrossValReport, output: str) -> Dict[str, str]:
         stem = re.sub(r"[^A-Za-z0-9_-]+", "_", f"{key}_{name}").strip("_")  # region keys look like "(1, 2)"
         path = os.path.join(output, f"boxplot_{stem}.png")
         fig.savefig(path, dpi=100)
-        plt.close(fig)
         paths[name] = path
     return paths
 

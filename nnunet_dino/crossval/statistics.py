@@ -28,9 +28,10 @@ import numpy as np
 from ..errors import OptionError
 
 from ..evaluation.metrics import nan_mean, nan_sd
+from ..evaluation.tables import MEAN_ROW
 
 METRICS = ("Dice", "HD95", "ASD")
-MEAN_KEY = "mean"
+MEAN_KEY = MEAN_ROW  # the foreground mean, a row beside the classes
 
 
 def _number(value) -> float:

@@ -8,6 +8,8 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from ..evaluation.tables import MEAN_ROW, UNITS, metric_cell, per_class_table
+
 
 def _read(path: str) -> np.ndarray:
     import SimpleITK as sitk
@@ -18,10 +20,9 @@ def render_figures(images_dir: str, labels_dir: str, predictions: Dict[str, str]
                    file_ending: str, num_classes: int, max_cases: int = 3) -> List[str]:
     """One PNG per test case: the middle slice, with ground truth and every model's prediction."""
     import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
-    colours = plt.get_cmap("tab20", max(num_classes, 2))(np.arange(max(num_classes, 2)))
+    from matplotlib.figure import Figure  # no pyplot: the caller's matplotlib backend is left alone
+    colours = matplotlib.colormaps["tab20"].resampled(max(num_classes, 2))(np.arange(max(num_classes, 2)))
     overlay = ListedColormap(colours)
     written = []
     cases = sorted(f[: -len(file_ending)] for f in os.listdir(labels_dir) if f.endswith(file_ending))
@@ -31,7 +32,8 @@ def render_figures(images_dir: str, labels_dir: str, predictions: Dict[str, str]
         panels.update({name: _read(os.path.join(folder, case + file_ending)) for name, folder in predictions.items()})
         z = image.shape[0] // 2 if image.ndim == 3 else None
         pick = (lambda a: a[z]) if z is not None else (lambda a: a)
-        fig, axes = plt.subplots(1, len(panels) + 1, figsize=(3.2 * (len(panels) + 1), 3.4))
+        fig = Figure(figsize=(3.2 * (len(panels) + 1), 3.4))
+        axes = fig.subplots(1, len(panels) + 1)
         axes[0].imshow(pick(image), cmap="gray")
         axes[0].set_title(f"{case} (slice {z})" if z is not None else case, fontsize=9)
         for ax, (title, seg) in zip(axes[1:], panels.items()):
@@ -45,29 +47,18 @@ def render_figures(images_dir: str, labels_dir: str, predictions: Dict[str, str]
         fig.tight_layout()
         path = os.path.join(output_dir, f"figure_{case}.png")
         fig.savefig(path, dpi=90)
-        plt.close(fig)
         written.append(path)
     return written
 
 
-def _fmt(value, digits: int) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
 def metrics_table(summaries: Dict[str, dict], label_names: Dict[str, str]) -> str:
     """Markdown: one row per structure, Dice / HD95 / ASD columns for each model."""
-    models = list(summaries)
-    header = ["structure"] + [f"{metric} {m}" for metric in ("Dice", "HD95 mm", "ASD mm") for m in models]
-    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    keys = list(label_names)
-    for key in keys + ["mean"]:
-        cells = [label_names.get(key, "**mean (foreground)**")]
-        for metric, digits in (("Dice", 3), ("HD95", 1), ("ASD", 2)):
-            for m in models:
-                source = summaries[m]["foreground_mean"] if key == "mean" else summaries[m]["mean"].get(key, {})
-                cells.append(_fmt(source.get(metric), digits))
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+    def column(metric: str, model: str):
+        def cell(key: str) -> str:
+            source = summaries[model]["foreground_mean"] if key == MEAN_ROW else summaries[model]["mean"].get(key, {})
+            return metric_cell(metric, source.get(metric))
+        return f"{metric}{UNITS[metric]} {model}", cell
+    return per_class_table(label_names, [column(metric, m) for metric in ("Dice", "HD95", "ASD") for m in summaries])
 
 
 def write_report(path: str, title: str, intro: Sequence[str], summaries: Dict[str, dict],

@@ -21,6 +21,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import MissingInputError, OptionError
+from .tables import MEAN_ROW, UNITS, metric_cell, per_class_table
 from .metrics import (SUMMARY_METRICS, EvaluatedClass, case_metrics, classes_from_labels,
                       empty_status, ignore_label_from_labels, summarise)
 
@@ -38,7 +40,7 @@ def pair_case_files(gt_dir: str, pred_dir: str, file_ending: str,
     """(reference path, prediction path) per case, matched by file name; ValueError lists the unmatched."""
     def listing(folder: str) -> set:
         if not os.path.isdir(folder):
-            raise FileNotFoundError(f"not a folder: {folder}")
+            raise MissingInputError(f"not a folder: {folder}")
         return {f for f in os.listdir(folder) if f.endswith(file_ending) and os.path.isfile(os.path.join(folder, f))}
 
     references, predictions = listing(gt_dir), listing(pred_dir)
@@ -50,10 +52,10 @@ def pair_case_files(gt_dir: str, pred_dir: str, file_ending: str,
         problems.append(f"{len(references - predictions)} reference file(s) without a prediction in {pred_dir}: "
                         + ", ".join(sorted(references - predictions)))
     if problems:
-        raise ValueError("cannot pair reference and prediction files by name:\n  " + "\n  ".join(problems))
+        raise OptionError("cannot pair reference and prediction files by name:\n  " + "\n  ".join(problems))
     matched = sorted(references & predictions)
     if not matched:
-        raise ValueError(f"no '{file_ending}' files to evaluate in {pred_dir} and {gt_dir}")
+        raise OptionError(f"no '{file_ending}' files to evaluate in {pred_dir} and {gt_dir}")
     return [(os.path.join(gt_dir, f), os.path.join(pred_dir, f)) for f in matched]
 
 
@@ -74,10 +76,10 @@ def _evaluate_pair(reference_file: str, prediction_file: str, reader_writer, cla
     reference, ref_props = reader_writer.read_seg(reference_file)
     prediction, pred_props = reader_writer.read_seg(prediction_file)
     if reference.shape != prediction.shape:
-        raise ValueError(f"shape mismatch: {reference_file} {reference.shape[1:]} vs "
+        raise OptionError(f"shape mismatch: {reference_file} {reference.shape[1:]} vs "
                          f"{prediction_file} {prediction.shape[1:]}")
     if not np.allclose(ref_props["spacing"], pred_props["spacing"], rtol=1e-4):
-        raise ValueError(f"spacing mismatch: {reference_file} {list(ref_props['spacing'])} vs "
+        raise OptionError(f"spacing mismatch: {reference_file} {list(ref_props['spacing'])} vs "
                          f"{prediction_file} {list(pred_props['spacing'])}")
     reference, spacing = spatial_label_map(reference, ref_props["spacing"])
     prediction, _ = spatial_label_map(prediction, ref_props["spacing"])
@@ -169,23 +171,20 @@ def evaluate_folders(gt_dir: str, pred_dir: str, dataset_json_path: str, output_
 
 
 def format_class_table(summary: dict) -> str:
-    """Compact per-class table: Dice, HD95 mm and ASD mm as mean ± SD, and the empty-case counts."""
-    def cell(mean, sd, digits: int) -> str:
-        if mean is None:
-            return "n/a"
-        return f"{mean:.{digits}f}" + ("" if sd is None else f" ± {sd:.{digits}f}")
+    """Per-class table of an evaluation: Dice, HD95 mm and ASD mm as mean ± SD, and the empty-case counts."""
+    def metric_column(metric: str):
+        def cell(key: str) -> str:
+            if key == MEAN_ROW:
+                return metric_cell(metric, summary["foreground_mean"].get(metric))
+            return metric_cell(metric, summary["mean"][key].get(metric), summary["sd"][key].get(metric))
+        return f"{metric}{UNITS[metric]}", cell
 
-    names = summary["label_names"]
-    width = max([len(n) for n in names.values()] + [len("foreground mean")])
-    lines = [f"{'class':<{width}}  {'Dice':>15}  {'HD95 mm':>15}  {'ASD mm':>15}  {'cases':>5}  "
-             f"empty both/ref/pred"]
-    for key, name in names.items():
-        mean, sd, n = summary["mean"][key], summary["sd"][key], summary["counts"][key]
-        lines.append(f"{name:<{width}}  {cell(mean['Dice'], sd['Dice'], 3):>15}  "
-                     f"{cell(mean['HD95'], sd['HD95'], 2):>15}  {cell(mean['ASD'], sd['ASD'], 2):>15}  "
-                     f"{n['n_cases']:>5}  {n['n_both_empty']}/{n['n_reference_empty_only']}/"
-                     f"{n['n_prediction_empty_only']}")
-    fg = summary["foreground_mean"]
-    lines.append(f"{'foreground mean':<{width}}  {cell(fg['Dice'], None, 3):>15}  {cell(fg['HD95'], None, 2):>15}  "
-                 f"{cell(fg['ASD'], None, 2):>15}")
-    return "\n".join(lines)
+    def counts(key: str) -> str:
+        if key == MEAN_ROW:
+            return ""
+        n = summary["counts"][key]
+        return (f"{n['n_cases']} | {n['n_both_empty']}/{n['n_reference_empty_only']}/"
+                f"{n['n_prediction_empty_only']}")
+
+    return per_class_table(summary["label_names"], [metric_column(m) for m in ("Dice", "HD95", "ASD")]
+                           + [("cases | empty both/ref/pred", counts)])
