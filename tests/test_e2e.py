@@ -5,14 +5,15 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+from skimage.io import imread
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
 from nnunet_dino.datasets.synthetic import make_synthetic_3d
 from nnunet_dino.nnunet import evaluate, nnunet_environment, plan_and_preprocess, predict, train
-from nnunet_helpers import results_folder
-from nnunet_helpers import clean_environment, foreground_dice_baseline
+from nnunet_helpers import clean_environment, foreground_dice_baseline, results_folder
 
 TRAINER = "nnUNetTrainerSegDINO_debug"  # default; U-DFA below
 
@@ -45,7 +46,6 @@ def test_3d_two_channel_volumes_train_slice_wise_and_predict(tmp_path):
     raw = make_synthetic_3d(env["nnUNet_raw"], 991, num_channels=2)
     plan_and_preprocess(991, env)
     summary = _train_predict_evaluate(env, 991, raw, tmp_path)
-    assert 0.0 <= summary["foreground_mean"]["Dice"] <= 1.0
     assert summary["mean"]["1"]["Dice"] > foreground_dice_baseline(summary)["1"]
 
 
@@ -78,7 +78,10 @@ def test_dino_unet_with_its_planning_preset(synthetic_2d, tmp_path):
     predict(990, trainer, os.path.join(synthetic_2d["raw_folder"], "imagesTs"), out, env, plans=plans)
     summary = evaluate(os.path.join(synthetic_2d["raw_folder"], "labelsTs"), out,
                        os.path.join(model, "dataset.json"), os.path.join(model, "plans.json"), env)
-    # 30 SGD steps at the official lr 1e-3 barely move a fresh decoder: assert a complete, valid
-    # evaluation here; learning is asserted for the AdamW trainers above.
-    assert set(summary["mean"]) == {"1", "2"} and all(0 <= m["Dice"] <= 1 for m in summary["mean"].values())
+    # 30 SGD steps at the official lr 1e-3 barely move a fresh decoder: learning is asserted for the
+    # AdamW trainers above; here every test case is predicted on its own grid with the dataset's labels.
+    assert len(summary["metric_per_case"]) == len(os.listdir(os.path.join(synthetic_2d["raw_folder"], "labelsTs")))
+    for case in summary["metric_per_case"]:
+        reference, prediction = (imread(case[f]) for f in ("reference_file", "prediction_file"))
+        assert prediction.shape == reference.shape and set(np.unique(prediction)) <= {0, 1, 2}
     assert len(summary["metric_per_case"]) == 2
