@@ -1,6 +1,17 @@
 """The plugin's nnU-Net trainers. Class names are public API: checkpoints store them and
-`nnUNetv2_predict` resolves them by name. Each `_debug` twin runs 2 short epochs (tests)."""
+`nnUNetv2_predict` resolves them by name.
+
+Trainers are data: each is one row of `TRAINERS` (name, parent, the attributes it changes), turned into
+a real class of this module by `declare_trainer`, so nnU-Net's resolver finds it and it pickles like
+any class. Every plugin trainer gets a `_debug` twin (2 short epochs, seed 0: tests, smoke runs).
+To declare another combination yourself, subclass in three lines:
+
+    class nnUNetTrainerUDFA_L_MyRecipe(nnUNetTrainerUDFA_L):
+        learning_rate = 1e-4
+"""
 from __future__ import annotations
+
+from typing import Dict, Tuple
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -11,144 +22,61 @@ from ..networks.udfa import UDFA
 from .base import DEBUG_RUN, nnUNetTrainerDino
 from .budget import TimeBudgetMixin
 
-__all__ = [
-    "nnUNetTrainerSegDINO", "nnUNetTrainerSegDINO_debug",
-    "nnUNetTrainerSegDINO_B", "nnUNetTrainerSegDINO_B_debug",
-    "nnUNetTrainerUDFA", "nnUNetTrainerUDFA_debug",
-    "nnUNetTrainerUDFA_S", "nnUNetTrainerUDFA_S_debug",
-    "nnUNetTrainerUDFA_L", "nnUNetTrainerUDFA_L_debug",
-    "nnUNetTrainerUDFA_G", "nnUNetTrainerUDFA_G_debug",
-    "nnUNetTrainerUDFA_LGFA2", "nnUNetTrainerUDFA_LGFA2_debug",
-    "nnUNetTrainerUDFA_LGFA6", "nnUNetTrainerUDFA_LGFA6_debug",
-    "nnUNetTrainerDinoUNet", "nnUNetTrainerDinoUNet_debug",
-    "nnUNetTrainerDinoUNet_B", "nnUNetTrainerDinoUNet_B_debug",
-    "nnUNetTrainerDinoUNet_L", "nnUNetTrainerDinoUNet_L_debug",
-    "nnUNetTrainerDinoUNet_7B", "nnUNetTrainerDinoUNet_7B_debug",
-    "nnUNetTrainer_debug", "nnUNetTrainer_demo", "nnUNetTrainerUDFA_S_demo", "nnUNetTrainerSegDINO_demo", "nnUNetTrainerDinoUNet_demo",
-]
+TRAINERS: Tuple[Tuple[str, str, Dict[str, object]], ...] = (
+    # SegDINO (arXiv 2509.00833): DINOv3 + linear multi-level head; AdamW 1e-4, wd 1e-4, no schedule
+    ("nnUNetTrainerSegDINO", "nnUNetTrainerDino",
+     dict(network_class=SegDINO, backbone="dinov3_vits16", optimizer_name="adamw", learning_rate=1e-4,
+          weight_decay_value=1e-4, lr_schedule="constant")),
+    ("nnUNetTrainerSegDINO_B", "nnUNetTrainerSegDINO", dict(backbone="dinov3_vitb16")),
+    # U-DFA (arXiv 2510.00585): DINOv2 + SPA + LGFA injection. Paper: Adam(W), wd 1e-4, Dice + CE.
+    # AdamW 3e-4 with a 10-epoch linear warm-up then poly decay: the zero-initialised injection gates and
+    # the fresh CNN get small first updates (Adam's early steps are large), then train at a rate that
+    # suits attention adapters; nnU-Net's SGD 1e-2 is tuned for fully trained CNNs, not adapters.
+    ("nnUNetTrainerUDFA", "nnUNetTrainerDino",
+     dict(network_class=UDFA, backbone="dinov2_vitb14", optimizer_name="adamw", learning_rate=3e-4,
+          weight_decay_value=1e-4, lr_schedule="poly", warmup_epochs=10)),
+    ("nnUNetTrainerUDFA_S", "nnUNetTrainerUDFA", dict(backbone="dinov2_vits14")),
+    # L and g recompute the frozen blocks that carry gradients in backward (memory)
+    ("nnUNetTrainerUDFA_L", "nnUNetTrainerUDFA",
+     dict(backbone="dinov2_vitl14", network_kwargs={"checkpoint_backbone": True})),
+    ("nnUNetTrainerUDFA_G", "nnUNetTrainerUDFA",
+     dict(backbone="dinov2_vitg14", network_kwargs={"checkpoint_backbone": True})),
+    # the paper's ablation of the number of fusion modules
+    ("nnUNetTrainerUDFA_LGFA2", "nnUNetTrainerUDFA", dict(network_kwargs={"num_fusion_modules": 2})),
+    ("nnUNetTrainerUDFA_LGFA6", "nnUNetTrainerUDFA", dict(network_kwargs={"num_fusion_modules": 6})),
+    # Dino U-Net (arXiv 2508.20909): DINOv3 + deformable-attention adapter + FAPM + nnU-Net decoder, as the
+    # official code runs: SGD (Nesterov, momentum 0.99), weight decay 3e-5, lr 1e-3, poly. Its 512 x 512 /
+    # 4-stage planning: `nnunet-dino plan -d ID --preset dinounet512`, then `-p nnUNetPlansDinoUNet512`.
+    ("nnUNetTrainerDinoUNet", "nnUNetTrainerDino",
+     dict(network_class=DinoUNet, backbone="dinov3_vits16", optimizer_name="sgd", learning_rate=1e-3,
+          weight_decay_value=3e-5, lr_schedule="poly")),
+    ("nnUNetTrainerDinoUNet_B", "nnUNetTrainerDinoUNet", dict(backbone="dinov3_vitb16")),
+    ("nnUNetTrainerDinoUNet_L", "nnUNetTrainerDinoUNet", dict(backbone="dinov3_vitl16")),
+    # the 227 M-parameter adapter recomputes its activations in backward, as the official code does
+    ("nnUNetTrainerDinoUNet_7B", "nnUNetTrainerDinoUNet",
+     dict(backbone="dinov3_vit7b16", network_kwargs={"gradient_checkpointing": True})),
+)
 
 
-# --- SegDINO (arXiv 2509.00833): DINOv3 + linear multi-level head; AdamW 1e-4, wd 1e-4, no schedule
-class nnUNetTrainerSegDINO(nnUNetTrainerDino):
-    network_class = SegDINO
-    backbone = "dinov3_vits16"
-    optimizer_name = "adamw"
-    learning_rate = 1e-4
-    weight_decay_value = 1e-4
-    lr_schedule = "constant"
+def declare_trainer(name: str, base: type, **attributes) -> type:
+    """A trainer class `name` deriving from `base` with `attributes`, bound to this module (resolvable by
+    nnU-Net's trainer search and picklable)."""
+    cls = type(name, (base,), {"__module__": __name__, "__qualname__": name, **attributes})
+    globals()[name] = cls
+    return cls
 
 
-class nnUNetTrainerSegDINO_B(nnUNetTrainerSegDINO):
-    backbone = "dinov3_vitb16"
+def _declare_table() -> Tuple[type, ...]:
+    declared = {"nnUNetTrainerDino": nnUNetTrainerDino}
+    for name, parent, attributes in TRAINERS:
+        declared[name] = declare_trainer(name, declared[parent], **attributes)
+    public = tuple(declared[name] for name, _, _ in TRAINERS)
+    for cls in public:
+        declare_trainer(f"{cls.__name__}_debug", cls, debug_run=True)
+    return public
 
 
-class nnUNetTrainerSegDINO_debug(nnUNetTrainerSegDINO):
-    debug_run = True
-
-
-class nnUNetTrainerSegDINO_B_debug(nnUNetTrainerSegDINO_B):
-    debug_run = True
-
-
-# --- U-DFA (arXiv 2510.00585): DINOv2 + SPA + LGFA injection. Paper: Adam(W), wd 1e-4, Dice + CE.
-# AdamW 3e-4 with a 10-epoch linear warm-up then poly decay: the zero-initialised injection gates and
-# the fresh CNN get small first updates (Adam's early steps are large), then train at a rate that
-# suits attention adapters; nnU-Net's SGD 1e-2 is tuned for fully trained CNNs, not adapters.
-class nnUNetTrainerUDFA(nnUNetTrainerDino):
-    network_class = UDFA
-    backbone = "dinov2_vitb14"
-    optimizer_name = "adamw"
-    learning_rate = 3e-4
-    weight_decay_value = 1e-4
-    lr_schedule = "poly"
-    warmup_epochs = 10
-
-
-class nnUNetTrainerUDFA_S(nnUNetTrainerUDFA):
-    backbone = "dinov2_vits14"
-
-
-class nnUNetTrainerUDFA_L(nnUNetTrainerUDFA):
-    backbone = "dinov2_vitl14"
-    network_kwargs = {"checkpoint_backbone": True}  # recompute frozen blocks in backward: memory
-
-
-class nnUNetTrainerUDFA_G(nnUNetTrainerUDFA):
-    backbone = "dinov2_vitg14"
-    network_kwargs = {"checkpoint_backbone": True}
-
-
-class nnUNetTrainerUDFA_LGFA2(nnUNetTrainerUDFA):  # ablation: number of fusion modules
-    network_kwargs = {"num_fusion_modules": 2}
-
-
-class nnUNetTrainerUDFA_LGFA6(nnUNetTrainerUDFA):
-    network_kwargs = {"num_fusion_modules": 6}
-
-
-class nnUNetTrainerUDFA_debug(nnUNetTrainerUDFA):
-    debug_run = True
-
-
-class nnUNetTrainerUDFA_S_debug(nnUNetTrainerUDFA_S):
-    debug_run = True
-
-
-class nnUNetTrainerUDFA_L_debug(nnUNetTrainerUDFA_L):
-    debug_run = True
-
-
-class nnUNetTrainerUDFA_G_debug(nnUNetTrainerUDFA_G):
-    debug_run = True
-
-
-class nnUNetTrainerUDFA_LGFA2_debug(nnUNetTrainerUDFA_LGFA2):
-    debug_run = True
-
-
-class nnUNetTrainerUDFA_LGFA6_debug(nnUNetTrainerUDFA_LGFA6):
-    debug_run = True
-
-
-# --- Dino U-Net (arXiv 2508.20909): DINOv3 + deformable-attention adapter + FAPM + nnU-Net decoder.
-# As the official code runs: nnU-Net's SGD (Nesterov, momentum 0.99), weight decay 3e-5, lr 1e-3, poly.
-# Its 512 x 512 / 4-stage planning: `nnunet-dino plan -d ID --preset dinounet512`, then `-p nnUNetPlansDinoUNet512`.
-class nnUNetTrainerDinoUNet(nnUNetTrainerDino):
-    network_class = DinoUNet
-    backbone = "dinov3_vits16"
-    optimizer_name = "sgd"
-    learning_rate = 1e-3
-    weight_decay_value = 3e-5
-    lr_schedule = "poly"
-
-
-class nnUNetTrainerDinoUNet_B(nnUNetTrainerDinoUNet):
-    backbone = "dinov3_vitb16"
-
-
-class nnUNetTrainerDinoUNet_L(nnUNetTrainerDinoUNet):
-    backbone = "dinov3_vitl16"
-
-
-class nnUNetTrainerDinoUNet_7B(nnUNetTrainerDinoUNet):
-    backbone = "dinov3_vit7b16"
-    network_kwargs = {"gradient_checkpointing": True}  # the 227 M-parameter adapter, as the official code
-
-
-class nnUNetTrainerDinoUNet_debug(nnUNetTrainerDinoUNet):
-    debug_run = True
-
-
-class nnUNetTrainerDinoUNet_B_debug(nnUNetTrainerDinoUNet_B):
-    debug_run = True
-
-
-class nnUNetTrainerDinoUNet_L_debug(nnUNetTrainerDinoUNet_L):
-    debug_run = True
-
-
-class nnUNetTrainerDinoUNet_7B_debug(nnUNetTrainerDinoUNet_7B):
-    debug_run = True
+PUBLIC_TRAINERS = _declare_table()
 
 
 # --- nnU-Net's own trainer, for comparisons at the same short lengths as ours -------------------
@@ -166,13 +94,18 @@ class nnUNetTrainer_demo(TimeBudgetMixin, nnUNetTrainer):
     """nnU-Net's own trainer, network and recipe, stopped by the same CPU time budget."""
 
 
-class nnUNetTrainerUDFA_S_demo(TimeBudgetMixin, nnUNetTrainerUDFA_S):
+class nnUNetTrainerUDFA_S_demo(TimeBudgetMixin, nnUNetTrainerUDFA_S):  # noqa: F821 (declared by the table)
     warmup_epochs = 2
 
 
-class nnUNetTrainerSegDINO_demo(TimeBudgetMixin, nnUNetTrainerSegDINO):
+class nnUNetTrainerSegDINO_demo(TimeBudgetMixin, nnUNetTrainerSegDINO):  # noqa: F821
     pass
 
 
-class nnUNetTrainerDinoUNet_demo(TimeBudgetMixin, nnUNetTrainerDinoUNet):
+class nnUNetTrainerDinoUNet_demo(TimeBudgetMixin, nnUNetTrainerDinoUNet):  # noqa: F821
     pass
+
+
+__all__ = [name for cls in PUBLIC_TRAINERS for name in (cls.__name__, f"{cls.__name__}_debug")] + [
+    "nnUNetTrainer_debug", "nnUNetTrainer_demo", "nnUNetTrainerUDFA_S_demo", "nnUNetTrainerSegDINO_demo",
+    "nnUNetTrainerDinoUNet_demo"]
