@@ -6,12 +6,14 @@ multi-class handling is exercised.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 from typing import Sequence, Tuple
 
 import numpy as np
+
+from .folders import require_dataset_target, staged_dataset
 
 
 def _shapes(rng: np.random.Generator, shape: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
@@ -29,15 +31,15 @@ def _shapes(rng: np.random.Generator, shape: Sequence[int]) -> Tuple[np.ndarray,
     return image.astype(np.float32), label
 
 
-def _dataset_folder(raw_root: str, dataset_id: int, name: str, overwrite: bool) -> str:
-    folder = os.path.join(raw_root, f"Dataset{dataset_id:03d}_{name}")
-    if os.path.isdir(folder):
-        if not overwrite:
-            raise FileExistsError(f"{folder} exists; pass overwrite=True to replace it")
-        shutil.rmtree(folder)
-    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
-        os.makedirs(os.path.join(folder, sub))
-    return folder
+@contextlib.contextmanager
+def _dataset_folder(raw_root: str, dataset_id: int, name: str, overwrite: bool):
+    """Yield (staging folder to write the dataset into, final folder); see datasets.folders."""
+    replaced = require_dataset_target(raw_root, dataset_id, name, overwrite)
+    final_name = f"Dataset{dataset_id:03d}_{name}"
+    with staged_dataset(raw_root, final_name, replaced) as folder:
+        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+            os.makedirs(os.path.join(folder, sub))
+        yield folder, os.path.join(raw_root, final_name)
 
 
 def _write_dataset_json(folder: str, channel_names: dict, num_training: int, file_ending: str) -> None:
@@ -52,20 +54,20 @@ def make_synthetic_2d(raw_root: str, dataset_id: int = 990, num_train: int = 10,
                       overwrite: bool = True) -> str:
     """PNG dataset; grey (channel 'gray', z-score) or RGB (one 3-channel PNG, 'rgb_to_0_1')."""
     from skimage.io import imsave
-    folder = _dataset_folder(raw_root, dataset_id, "SynthRGB2D" if rgb else "Synth2D", overwrite)
-    rng = np.random.default_rng(seed)
-    for i in range(num_train + num_test):
-        image, label = _shapes(rng, shape)
-        pixels = (np.clip(image, 0, 1) * 255).astype(np.uint8)
-        if rgb:  # colour the shapes differently per channel so all three channels carry signal
-            pixels = np.stack([pixels, (pixels * 0.8).astype(np.uint8), 255 - pixels], axis=-1)
-        split = "Tr" if i < num_train else "Ts"
-        case = f"case_{i:03d}"
-        imsave(os.path.join(folder, f"images{split}", f"{case}_0000.png"), pixels, check_contrast=False)
-        imsave(os.path.join(folder, f"labels{split}", f"{case}.png"), label, check_contrast=False)
-    channels = {str(c): "rgb_to_0_1" for c in range(3)} if rgb else {"0": "gray"}
-    _write_dataset_json(folder, channels, num_train, ".png")
-    return folder
+    with _dataset_folder(raw_root, dataset_id, "SynthRGB2D" if rgb else "Synth2D", overwrite) as (folder, final):
+        rng = np.random.default_rng(seed)
+        for i in range(num_train + num_test):
+            image, label = _shapes(rng, shape)
+            pixels = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+            if rgb:  # colour the shapes differently per channel so all three channels carry signal
+                pixels = np.stack([pixels, (pixels * 0.8).astype(np.uint8), 255 - pixels], axis=-1)
+            split = "Tr" if i < num_train else "Ts"
+            case = f"case_{i:03d}"
+            imsave(os.path.join(folder, f"images{split}", f"{case}_0000.png"), pixels, check_contrast=False)
+            imsave(os.path.join(folder, f"labels{split}", f"{case}.png"), label, check_contrast=False)
+        channels = {str(c): "rgb_to_0_1" for c in range(3)} if rgb else {"0": "gray"}
+        _write_dataset_json(folder, channels, num_train, ".png")
+    return final
 
 
 def make_synthetic_3d(raw_root: str, dataset_id: int = 991, num_train: int = 6, num_test: int = 2,
@@ -73,20 +75,20 @@ def make_synthetic_3d(raw_root: str, dataset_id: int = 991, num_train: int = 6, 
                       num_channels: int = 1, overwrite: bool = True) -> str:
     """NIfTI volumes (z, y, x) of stacked 2D slices; segmented by nnU-Net's `2d` configuration."""
     import SimpleITK as sitk
-    folder = _dataset_folder(raw_root, dataset_id, "Synth3D", overwrite)
-    rng = np.random.default_rng(seed)
-    for i in range(num_train + num_test):
-        slices = [_shapes(rng, shape[1:]) for _ in range(shape[0])]
-        image = np.stack([s[0] for s in slices]) * 1000.0
-        label = np.stack([s[1] for s in slices])
-        split = "Tr" if i < num_train else "Ts"
-        case = f"case_{i:03d}"
-        for c in range(num_channels):
-            itk = sitk.GetImageFromArray((image * (1 + 0.5 * c)).astype(np.float32))
-            itk.SetSpacing(tuple(float(s) for s in spacing[::-1]))
-            sitk.WriteImage(itk, os.path.join(folder, f"images{split}", f"{case}_{c:04d}.nii.gz"))
-        lab = sitk.GetImageFromArray(label)
-        lab.SetSpacing(tuple(float(s) for s in spacing[::-1]))
-        sitk.WriteImage(lab, os.path.join(folder, f"labels{split}", f"{case}.nii.gz"))
-    _write_dataset_json(folder, {str(c): f"MR{c}" for c in range(num_channels)}, num_train, ".nii.gz")
-    return folder
+    with _dataset_folder(raw_root, dataset_id, "Synth3D", overwrite) as (folder, final):
+        rng = np.random.default_rng(seed)
+        for i in range(num_train + num_test):
+            slices = [_shapes(rng, shape[1:]) for _ in range(shape[0])]
+            image = np.stack([s[0] for s in slices]) * 1000.0
+            label = np.stack([s[1] for s in slices])
+            split = "Tr" if i < num_train else "Ts"
+            case = f"case_{i:03d}"
+            for c in range(num_channels):
+                itk = sitk.GetImageFromArray((image * (1 + 0.5 * c)).astype(np.float32))
+                itk.SetSpacing(tuple(float(s) for s in spacing[::-1]))
+                sitk.WriteImage(itk, os.path.join(folder, f"images{split}", f"{case}_{c:04d}.nii.gz"))
+            lab = sitk.GetImageFromArray(label)
+            lab.SetSpacing(tuple(float(s) for s in spacing[::-1]))
+            sitk.WriteImage(lab, os.path.join(folder, f"labels{split}", f"{case}.nii.gz"))
+        _write_dataset_json(folder, {str(c): f"MR{c}" for c in range(num_channels)}, num_train, ".nii.gz")
+    return final
