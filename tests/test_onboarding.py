@@ -272,14 +272,14 @@ def test_refuses_an_id_that_has_another_name_in_preprocessed(tmp_path, raw, monk
 
 def test_a_failed_integrity_check_keeps_nothing(tmp_path, raw, monkeypatch):
     """nnU-Net's own check runs on the converted folder before it is moved into place."""
-    import nnunetv2.experiment_planning.verify_dataset_integrity as integrity
+    from nnunet_dino.onboarding import build as integrity
     checked = []
 
     def failing_check(folder, num_processes):
         checked.append(sorted(os.listdir(folder)))
         raise AssertionError("simulated integrity failure")
 
-    monkeypatch.setattr(integrity, "verify_dataset_integrity", failing_check)
+    monkeypatch.setattr(integrity, "_integrity_check", failing_check)
     images, masks = make_grey_2d(tmp_path)
     with pytest.raises(ValueError, match="integrity check failed.*simulated integrity failure"):
         onboard(images, masks, 42, "Grey", raw, progress=False)
@@ -288,10 +288,10 @@ def test_a_failed_integrity_check_keeps_nothing(tmp_path, raw, monkeypatch):
 
 
 def test_overwrite_keeps_the_old_dataset_when_the_new_one_fails(tmp_path, raw, monkeypatch):
-    import nnunetv2.experiment_planning.verify_dataset_integrity as integrity
+    from nnunet_dino.onboarding import build as integrity
     images, masks = make_grey_2d(tmp_path)
     onboard(images, masks, 50, "Grey", raw, progress=False)
-    monkeypatch.setattr(integrity, "verify_dataset_integrity",
+    monkeypatch.setattr(integrity, "_integrity_check",
                         lambda folder, num_processes: (_ for _ in ()).throw(AssertionError("simulated")))
     with pytest.raises(ValueError, match="integrity check failed"):
         onboard(images, masks, 50, "Grey", raw, overwrite=True, progress=False)

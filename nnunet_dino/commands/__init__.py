@@ -11,10 +11,21 @@ COMMANDS = ("doctor", "env", "make_dataset", "onboard", "plan", "crossval", "rep
             "bench", "demo")
 
 
+def fold_argument(text: str):
+    """A fold as nnU-Net takes it: a number, or 'all'."""
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fold: give a number or 'all'") from None
+
+
 def add_model_selection(parser: argparse.ArgumentParser) -> None:
     """-d, -tr, --folds, -p, -c: which trained models of which dataset (crossval and report)."""
     parser.add_argument("-d", "--dataset", required=True, help="dataset id or name")
     parser.add_argument("-tr", "--trainers", nargs="+", required=True, help="nnU-Net trainer class names")
-    parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="folds (default: 0 1 2 3 4)")
+    parser.add_argument("--folds", type=fold_argument, nargs="+", default=[0, 1, 2, 3, 4],
+                        help="folds (default: 0 1 2 3 4); 'all' trains one model on every case, as nnU-Net's fold all")
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     parser.add_argument("-c", "--configuration", default="2d", help="configuration (default: 2d)")

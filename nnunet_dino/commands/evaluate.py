@@ -1,4 +1,7 @@
 """`nnunet-dino evaluate`: per-class Dice, HD95 and ASD (mm) of a prediction folder."""
+import os
+
+from ..errors import MissingInputError
 
 
 def add_parser(subparsers) -> None:
@@ -6,7 +9,8 @@ def add_parser(subparsers) -> None:
                                                "JSON + CSV")
     p.add_argument("gt_dir", help="folder of reference segmentations")
     p.add_argument("pred_dir", help="folder of predicted segmentations (same file names)")
-    p.add_argument("-d", "--dataset-json", required=True, help="dataset.json (labels, file_ending)")
+    p.add_argument("-d", "--dataset-json", required=True,
+                   help="dataset.json (labels, file_ending), or the folder holding it")
     p.add_argument("-o", "--output", default=None, help="output folder (default: PRED_DIR, beside summary.json)")
     p.add_argument("-np", "--num-processes", type=int, default=1, help="worker processes (default: 1)")
     p.add_argument("--allow-missing-predictions", action="store_true",
@@ -14,9 +18,18 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
+def dataset_json_file(path: str) -> str:
+    """`-d` names dataset.json or a folder holding it (a raw dataset, a model folder)."""
+    candidate = os.path.join(path, "dataset.json") if os.path.isdir(path) else path
+    if not os.path.isfile(candidate):
+        raise MissingInputError(f"-d {path}: no dataset.json there; give the dataset.json of the dataset (or the "
+                                f"folder holding it, e.g. nnUNet_raw/DatasetXXX_Name)")
+    return candidate
+
+
 def run(args) -> int:
     from ..evaluation import evaluate_folders, format_class_table
-    summary = evaluate_folders(args.gt_dir, args.pred_dir, args.dataset_json, output_dir=args.output,
+    summary = evaluate_folders(args.gt_dir, args.pred_dir, dataset_json_file(args.dataset_json), output_dir=args.output,
                                num_processes=args.num_processes,
                                allow_missing_predictions=args.allow_missing_predictions)
     print(format_class_table(summary))

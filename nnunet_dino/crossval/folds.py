@@ -13,15 +13,19 @@ load it and crash. Works for any trainer nnU-Net can find, not only the plugin's
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import time
 import zipfile
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from ..nnunet import (dataset_id, dataset_name, fold_folder, plans_flags, require_plans, require_trainers,
-                      results_root, run_nnunet)
+from ..errors import OptionError
+from ..nnunet import (dataset_id, dataset_name, fold_folder, plans_flags, preprocessed_folder, require_plans,
+                      require_trainers, results_root, run_nnunet)
+
+NNUNET_FOLDS = 5  # nnU-Net's default split when no splits_final.json exists
 
 DONE, VALIDATE, RESUME, TRAIN = "done", "validate", "resume", "train"
 FLAGS = {VALIDATE: ["--val"], RESUME: ["--c"], TRAIN: []}
@@ -31,7 +35,7 @@ LOG_FOLDER = "crossval_logs"
 @dataclass
 class FoldPlan:
     trainer: str
-    fold: int
+    fold: Union[int, str]   # a number, or 'all'
     folder: str
     action: str
     reason: str
@@ -48,7 +52,7 @@ def complete_checkpoint(path: str) -> bool:
     return os.path.isfile(path) and zipfile.is_zipfile(path)
 
 
-def fold_plan(trainer: str, fold: int, folder: str, want_npz: bool = False) -> FoldPlan:
+def fold_plan(trainer: str, fold: Union[int, str], folder: str, want_npz: bool = False) -> FoldPlan:
     """What to do with one fold folder (see the module docstring)."""
     paths = {n: os.path.join(folder, f"checkpoint_{n}.pth") for n in ("final", "latest", "best")}
     # nnU-Net's --c loads the first *existing* of final, latest, best: a truncated one would crash it
@@ -86,10 +90,37 @@ def fold_command(plan: FoldPlan, dataset: str, configuration: str, plans: str, d
     return command
 
 
-def checked_selection(dataset: str, trainers: Sequence[str], plans: str, configuration: str) -> str:
-    """The dataset's folder name, after checking that its plans and every trainer exist."""
+def available_folds(name: str) -> Tuple[int, str]:
+    """How many numbered folds the dataset has, and why: its splits_final.json, else nnU-Net's 5-fold split
+    of the training cases (which needs at least 5 cases)."""
+    folder = preprocessed_folder(name)
+    splits = os.path.join(folder, "splits_final.json")
+    if os.path.isfile(splits):
+        with open(splits) as f:
+            count = len(json.load(f))
+        return count, f"{splits} defines {count} fold(s)"
+    with open(os.path.join(folder, "dataset.json")) as f:
+        cases = int(json.load(f)["numTraining"])
+    return (NNUNET_FOLDS if cases >= NNUNET_FOLDS else 0), f"the dataset has {cases} training case(s)"
+
+
+def check_folds(name: str, folds: Sequence) -> None:
+    """Refuse folds the dataset cannot have, before anything runs."""
+    numbered = [f for f in folds if f != "all"]
+    count, why = available_folds(name)
+    bad = [f for f in numbered if not 0 <= f < count]
+    if bad:
+        raise OptionError(f"fold(s) {bad} do not exist: {why}; nnU-Net's {NNUNET_FOLDS}-fold split "
+                          f"needs at least {NNUNET_FOLDS} cases. Use --folds all (one model on every case), fewer "
+                          f"folds, or your own splits_final.json in {preprocessed_folder(name)}")
+
+
+def checked_selection(dataset: str, trainers: Sequence[str], plans: str, configuration: str,
+                      folds: Sequence = ()) -> str:
+    """The dataset's folder name, after checking that its plans, the folds and every trainer exist."""
     name = dataset_name(dataset)
     require_plans(name, plans, configuration)
+    check_folds(name, folds)
     require_trainers(trainers)
     return name
 
@@ -125,7 +156,7 @@ def run_crossval(dataset: str, trainers: Sequence[str], folds: Sequence[int] = (
                  plans: str = "nnUNetPlans", configuration: str = "2d", device: Optional[str] = None,
                  npz: bool = False, num_gpus: int = 1, keep_going: bool = False) -> int:
     """Run every fold that is not done; returns 0 when all requested folds are done afterwards."""
-    name = checked_selection(dataset, trainers, plans, configuration)
+    name = checked_selection(dataset, trainers, plans, configuration, folds)
     if device is None:
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -73,7 +73,7 @@ def emit_scripts(dataset: str, trainers: Sequence[str], output: str, folds: Sequ
     """Write `run_folds.sh` (one nnUNetv2_train line per missing fold) and `job_array.sh` (SLURM array).
     Only writes: a checkpoint cut short by a kill is named, not moved (`nnunet-dino crossval` without
     --emit sets it aside before it runs)."""
-    name = checked_selection(dataset, trainers, plans, configuration)
+    name = checked_selection(dataset, trainers, plans, configuration, folds)
     fold_plans = plan_folds(name, trainers, folds, plans, configuration, npz)
     todo = [p for p in fold_plans if p.action != DONE]
     commands = [(p, fold_command(p, dataset_id(name), configuration, plans, device, npz, num_gpus,

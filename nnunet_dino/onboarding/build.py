@@ -7,15 +7,17 @@ own integrity check on it and rename it into place. Any failure removes the temp
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import re
-import shutil
+import signal
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from ..datasets.folders import move_into_place
+from ..datasets.folders import dataset_target, staged_dataset
 from .channels import ChannelChoice, choose_channels, parse_channel_options
 from .checks import OnboardingError, find_problems, found_label_values, value_ranges
 from .imageio import is_natural_2d
@@ -23,6 +25,7 @@ from .labels import LabelPlan, parse_label_mapping, plan_labels
 from .naming import Problem, assemble_cases
 from .scan import CaseScan, parallel_map, scan_cases
 from .writer import PNG, WriteJob, choose_file_ending, write_case
+from ..errors import OptionError
 
 RECORD_FILE = "onboarding_record.json"
 
@@ -47,40 +50,8 @@ class OnboardingResult:
 
 def _check_target(raw: str, dataset_id: int, name: str, overwrite: bool) -> tuple:
     """(problems, raw folders to replace) for the dataset id; nnU-Net allows one name per id."""
-    if not 1 <= dataset_id <= 999:
-        raise ValueError(f"dataset id {dataset_id}: nnU-Net ids are 1..999 (three digits)")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
-        raise ValueError(f"dataset name {name!r}: use letters, digits, '_' and '-' (e.g. LiverCT)")
-    prefix, problems = f"Dataset{dataset_id:03d}_", []
-    existing = sorted(os.path.join(raw, d) for d in os.listdir(raw)
-                      if d.startswith(prefix) and os.path.isdir(os.path.join(raw, d)))
-    if existing and not overwrite:
-        problems.append(Problem(f"dataset id {dataset_id} is already used in nnUNet_raw", existing,
-                                "choose another --dataset-id, or pass --overwrite to replace it"))
-    for var in ("nnUNet_preprocessed", "nnUNet_results"):
-        root = os.environ.get(var)
-        if root and os.path.isdir(root):
-            other = sorted(os.path.join(root, d) for d in os.listdir(root)
-                           if d.startswith(prefix) and d != prefix + name)
-            if other:
-                problems.append(Problem(f"dataset id {dataset_id} has another name in {var}", other,
-                                        "nnU-Net refuses two names for one id: delete or rename these, "
-                                        "or choose another --dataset-id"))
-    return problems, existing
-
-
-def _remove_stale_temporaries(raw: str, final_name: str) -> None:
-    """Temporary folders of onboarding runs that were killed (their process is gone)."""
-    for entry in os.listdir(raw):
-        match = re.fullmatch(rf"\.{re.escape(final_name)}\.onboarding-(\d+)", entry)
-        if not match:
-            continue
-        try:
-            os.kill(int(match.group(1)), 0)
-        except ProcessLookupError:
-            shutil.rmtree(os.path.join(raw, entry), ignore_errors=True)
-        except PermissionError:  # alive, someone else's
-            pass
+    found, existing = dataset_target(raw, dataset_id, name, overwrite)
+    return [Problem(p.kind, p.files, p.fix) for p in found], existing
 
 
 def _dataset_json(result_channels: Sequence[ChannelChoice], plan: LabelPlan, num_training: int,
@@ -97,11 +68,30 @@ def _record(train: Sequence[CaseScan], test: Sequence[CaseScan], channels, plan:
             "channels": [c.__dict__ for c in channels], "notes": list(notes)}
 
 
+def _integrity_check(folder: str, num_processes: int) -> None:
+    """nnU-Net's own integrity check, in a child process of its own session: nnU-Net's worker pool does
+    not stop on Ctrl-C, so the terminal's SIGINT reaches only this process, which then ends the child's
+    whole process group (the pool included) at once."""
+    code = ("import sys\nfrom nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity\n"
+            "verify_dataset_integrity(sys.argv[1], num_processes=int(sys.argv[2]))")
+    child = subprocess.Popen([sys.executable, "-c", code, folder, str(num_processes)], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = child.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        raise
+    if child.returncode != 0:
+        last = [line for line in output.strip().splitlines() if line.strip()][-3:]
+        raise AssertionError(" | ".join(last) or f"exit code {child.returncode}")
+
+
 def _verify(folder: str, num_processes: int) -> None:
     """nnU-Net's own integrity check; its failures become an OnboardingError-style ValueError."""
-    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
     try:
-        verify_dataset_integrity(folder, num_processes=max(1, num_processes))
+        _integrity_check(folder, max(1, num_processes))
     except (AssertionError, RuntimeError, FileNotFoundError) as error:
         raise ValueError(f"nnU-Net's integrity check failed on the converted dataset (nothing was kept): {error}. "
                          f"This is a bug in onboarding; please report it with the output above") from error
@@ -162,14 +152,14 @@ def onboard(images: str, masks: Optional[str], dataset_id: int, name: str, raw: 
     """
     raw = raw or os.environ.get("nnUNet_raw")
     if not raw:
-        raise ValueError("no nnUNet_raw: set the nnUNet_raw environment variable or pass --raw DIR")
+        raise OptionError("no nnUNet_raw: set the nnUNet_raw environment variable or pass --raw DIR")
     os.makedirs(raw, exist_ok=True)
     given = parse_label_mapping(labels)
     modality_options = parse_channel_options(modality, "--modality")
     normalization_options = parse_channel_options(normalization, "--normalization")
     masks = masks or images
     if os.path.abspath(masks) == os.path.abspath(images) and not mask_pattern:
-        raise ValueError("images and masks are in one folder: give --mask-pattern (e.g. '{case}_seg')")
+        raise OptionError("images and masks are in one folder: give --mask-pattern (e.g. '{case}_seg')")
 
     problems, replace = _check_target(raw, dataset_id, name, overwrite)
     train, test, ignored = _scan(images, masks, image_pattern, mask_pattern, channels, test_images, num_processes,
@@ -199,20 +189,13 @@ def onboard(images: str, masks: Optional[str], dataset_id: int, name: str, raw: 
         notes.append(f"{os.path.join(preprocessed, final_name)} was made from the replaced data: "
                      f"re-run nnUNetv2_plan_and_preprocess")
 
-    final = os.path.join(raw, final_name)
-    _remove_stale_temporaries(raw, final_name)
-    temporary = os.path.join(raw, f".{final_name}.onboarding-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    try:
+    # --overwrite: the old dataset goes once the new one is in place
+    with staged_dataset(raw, final_name, replace, purpose="onboarding") as temporary:
         _write(temporary, train, test, plan, file_ending, not natural, num_processes, progress)
         with open(os.path.join(temporary, "dataset.json"), "w") as f:
             json.dump(_dataset_json(choices, plan, len(train), file_ending, name, os.path.abspath(images)), f, indent=2)
         with open(os.path.join(temporary, RECORD_FILE), "w") as f:
             json.dump(_record(train, test, choices, plan, notes), f, indent=2)
         _verify(temporary, num_processes)
-        move_into_place(temporary, final, replace)  # --overwrite: the old one goes once the new one is in place
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    return OnboardingResult(final, dataset_id, len(train), len(test), file_ending, train[0].images[0].geometry.ndim,
+    return OnboardingResult(os.path.join(raw, final_name), dataset_id, len(train), len(test), file_ending, train[0].images[0].geometry.ndim,
                             choices, plan, *_tally(train, plan), notes=notes, replaced=replace)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
+from ..errors import OptionError
 
 SCHEME_NAMES = {"ct": "CT", "zscore": "zscore", "rescale_to_0_1": "rescale_to_0_1", "rgb_to_0_1": "rgb_to_0_1",
                 "nonorm": "nonorm"}
@@ -65,11 +66,11 @@ def choose_channels(sources: Sequence[Tuple[str, int, float, float]], modality: 
     for option, values in (("--modality", modality), ("--normalization", normalization)):
         unknown = sorted(str(k) for k in values if k not in known_keys)
         if unknown:
-            raise ValueError(f"{option}: no channel called {unknown}; channels are "
+            raise OptionError(f"{option}: no channel called {unknown}; channels are "
                              f"{[s[0] for s in sources]} (or their positions 0..{len(sources) - 1})")
     bad = sorted({v for v in normalization.values() if v.lower() not in SCHEME_NAMES})
     if bad:
-        raise ValueError(f"--normalization: unknown scheme(s) {bad}; choose from {sorted(SCHEME_NAMES)}")
+        raise OptionError(f"--normalization: unknown scheme(s) {bad}; choose from {sorted(SCHEME_NAMES)}")
 
     choices: List[ChannelChoice] = []
     for position, (channel, components, vmin, vmax) in enumerate(sources):
@@ -96,7 +97,7 @@ def choose_channels(sources: Sequence[Tuple[str, int, float, float]], modality: 
             else:
                 scheme, reason = "zscore", REASONS["rgb_not_8bit" if components == 3 else "zscore"]
             if scheme == "rgb_to_0_1" and (vmin < 0 or vmax > 255):
-                raise ValueError(f"--normalization rgb_to_0_1 for channel {label!r}: values span {vmin:g}..{vmax:g}, "
+                raise OptionError(f"--normalization rgb_to_0_1 for channel {label!r}: values span {vmin:g}..{vmax:g}, "
                                  f"but rgb_to_0_1 needs 0..255 (nnU-Net asserts it); use zscore or rescale_to_0_1")
             name = descriptive if _scheme_class(descriptive) == _scheme_class(SCHEME_NAMES[scheme]) \
                 else SCHEME_NAMES[scheme]

@@ -9,11 +9,12 @@ import numpy as np
 
 from .naming import Problem
 from .scan import CaseScan, FileFacts
+from ..errors import UserError
 
 SPACING_RTOL = 1e-3  # relative: exporters round spacings differently; the output copies the image's
 
 
-class OnboardingError(ValueError):
+class OnboardingError(UserError, ValueError):
     """Refusal to onboard a dataset; `problems` holds every finding, the message lists every file."""
 
     def __init__(self, problems: Sequence[Problem], raw_root: str):

@@ -10,6 +10,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence
+from ..errors import OptionError
 
 MAX_INFERRED_LABELS = 50  # more distinct values than this is an image or an instance map, not classes
 
@@ -36,7 +37,7 @@ def _as_int(name: str, value) -> int:
     except (TypeError, ValueError):
         number = float("nan")
     if number != number or number != int(number):
-        raise ValueError(f"label {name!r}: value {value!r} is not an integer; give the value the masks hold "
+        raise OptionError(f"label {name!r}: value {value!r} is not an integer; give the value the masks hold "
                          f"for it, e.g. {name}=1")
     return int(number)
 
@@ -48,15 +49,15 @@ def parse_label_mapping(items: Optional[Sequence[str]]) -> Optional[Dict[str, in
     if len(items) == 1 and "=" not in items[0]:
         path = items[0]
         if not os.path.isfile(path):
-            raise ValueError(f"--labels {path!r}: neither name=value pairs nor an existing JSON file")
+            raise OptionError(f"--labels {path!r}: neither name=value pairs nor an existing JSON file")
         with open(path) as f:
             try:
                 data = json.load(f)
             except json.JSONDecodeError as error:
-                raise ValueError(f"--labels {path}: not valid JSON ({error})")
+                raise OptionError(f"--labels {path}: not valid JSON ({error})")
         data = data.get("labels", data) if isinstance(data, dict) else data
         if not isinstance(data, dict) or any(isinstance(v, (list, dict)) for v in data.values()):
-            raise ValueError(f"--labels {path}: expected {{\"name\": value, ...}} with one integer per name "
+            raise OptionError(f"--labels {path}: expected {{\"name\": value, ...}} with one integer per name "
                              f"(regions are not supported by onboarding)")
         pairs = list(data.items())
     else:
@@ -64,17 +65,17 @@ def parse_label_mapping(items: Optional[Sequence[str]]) -> Optional[Dict[str, in
         for item in items:
             name, sep, value = item.partition("=")
             if not sep or not name.strip():
-                raise ValueError(f"--labels: {item!r} is not name=value (e.g. background=0 tumour=255)")
+                raise OptionError(f"--labels: {item!r} is not name=value (e.g. background=0 tumour=255)")
             pairs.append((name.strip(), value.strip()))
     mapping: Dict[str, int] = {}
     for name, value in pairs:
         if name in mapping:
-            raise ValueError(f"--labels: {name!r} is given twice")
+            raise OptionError(f"--labels: {name!r} is given twice")
         mapping[name] = _as_int(name, value)
     values = list(mapping.values())
     repeated = sorted({v for v in values if values.count(v) > 1})
     if repeated:
-        raise ValueError(f"--labels: mask value(s) {repeated} are named more than once; one name per value")
+        raise OptionError(f"--labels: mask value(s) {repeated} are named more than once; one name per value")
     return mapping
 
 
@@ -99,13 +100,13 @@ def plan_labels(given: Optional[Dict[str, int]], found_values: Iterable[int]) ->
     if given is None:
         nonzero = [v for v in found if v != 0]
         if len(nonzero) > MAX_INFERRED_LABELS:
-            raise ValueError(f"the masks hold {len(found)} distinct values ({found[:10]} ...): too many to be "
+            raise OptionError(f"the masks hold {len(found)} distinct values ({found[:10]} ...): too many to be "
                              f"classes. Are these label maps? Pass --labels name=value ... for the classes")
         if any(v < 0 for v in nonzero):
-            raise ValueError(f"the masks hold negative values {[v for v in nonzero if v < 0]}: pass --labels to "
+            raise OptionError(f"the masks hold negative values {[v for v in nonzero if v < 0]}: pass --labels to "
                              f"name every value (e.g. background=0 lesion=-1)")
         if not nonzero:
-            raise ValueError("every mask holds only 0 (background): there is nothing to segment. "
+            raise OptionError("every mask holds only 0 (background): there is nothing to segment. "
                              "Check the masks folder and --mask-pattern")
         named = {"background": 0}
         if len(nonzero) == 1:
@@ -123,13 +124,13 @@ def plan_labels(given: Optional[Dict[str, int]], found_values: Iterable[int]) ->
         notes.append("no name for mask value 0: added background=0")
     elif zero_names[0] != "background":
         if "background" in named:
-            raise ValueError(f"--labels: 'background' must be mask value 0 (nnU-Net's rule), "
+            raise OptionError(f"--labels: 'background' must be mask value 0 (nnU-Net's rule), "
                              f"but 0 is {zero_names[0]!r}")
         named = {("background" if n == zero_names[0] else n): v for n, v in named.items()}
         notes.append(f"mask value 0 ({zero_names[0]!r}) is called 'background' in dataset.json (nnU-Net's rule)")
     negative = [v for v in named.values() if v < 0]
     if negative:
-        raise ValueError(f"--labels: negative mask values {negative} are not supported; relabel the masks")
+        raise OptionError(f"--labels: negative mask values {negative} are not supported; relabel the masks")
     table = _renumber(named, notes)
     labels = dict(sorted(((n, table[v]) for n, v in named.items()), key=lambda item: item[1]))
     return LabelPlan(labels, table, False, notes)

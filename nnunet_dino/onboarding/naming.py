@@ -11,6 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
+from ..errors import MissingInputError, OptionError
 
 EXTENSIONS_3D = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 EXTENSIONS_2D = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -57,18 +58,18 @@ class NamePattern:
             try:
                 self.regex, self.is_template = re.compile(self.spec), False
             except re.error as error:
-                raise ValueError(f"{role} pattern {self.spec!r} is not a valid regular expression: {error}")
+                raise OptionError(f"{role} pattern {self.spec!r} is not a valid regular expression: {error}")
         else:
             self.regex, self.is_template = self._template_regex(self.spec), True
         self.has_channel = "channel" in self.regex.groupindex
         if self.has_channel and not allow_channel:
-            raise ValueError(f"{role} pattern {self.spec!r} has a channel; masks have one file per case: "
+            raise OptionError(f"{role} pattern {self.spec!r} has a channel; masks have one file per case: "
                              f"use only {{case}} (e.g. '{{case}}_seg')")
 
     def _template_regex(self, template: str) -> "re.Pattern":
         stem, _ = split_extension(template)  # the extension in a template is optional: stems are matched
         if stem.count("{case}") != 1 or stem.count("{channel}") > 1:
-            raise ValueError(f"{self.role} pattern {template!r} needs {{case}} exactly once (and {{channel}} at "
+            raise OptionError(f"{self.role} pattern {template!r} needs {{case}} exactly once (and {{channel}} at "
                              f"most once), e.g. '{{case}}_{{channel}}.nii.gz', or a regex with (?P<case>...)")
         parts = re.split(r"(\{case\}|\{channel\})", stem)
         # the case is greedy and the channel lazy: 'sub_01_t1' with '{case}_{channel}' -> ('sub_01', 't1')
@@ -88,7 +89,7 @@ class NamePattern:
 
 def list_files(folder: str) -> List[str]:
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"not a folder: {folder}")
+        raise MissingInputError(f"not a folder: {folder}")
     return sorted(f for f in os.listdir(folder) if not f.startswith(".") and os.path.isfile(os.path.join(folder, f)))
 
 
@@ -133,7 +134,7 @@ def assemble_cases(images_dir: str, masks_dir: Optional[str], image_pattern: Opt
     images = NamePattern(image_pattern, "image")
     masks = NamePattern(mask_pattern, "mask", allow_channel=False) if masks_dir else None
     if channels and not images.has_channel:
-        raise ValueError("--channels names channels, but the image pattern has no {channel}: "
+        raise OptionError("--channels names channels, but the image pattern has no {channel}: "
                          "pass e.g. --image-pattern '{case}_{channel}.nii.gz'")
     names = list_files(images_dir)
     ignored = [os.path.join(images_dir, n) for n in names if not split_extension(n)[1]]
@@ -142,7 +143,7 @@ def assemble_cases(images_dir: str, masks_dir: Optional[str], image_pattern: Opt
     if masks is not None:
         same_folder = os.path.abspath(masks_dir) == os.path.abspath(images_dir)
         if same_folder and masks.spec == images.spec:
-            raise ValueError("images and masks are in one folder: give --mask-pattern (e.g. '{case}_seg') "
+            raise OptionError("images and masks are in one folder: give --mask-pattern (e.g. '{case}_seg') "
                              "and, if needed, --image-pattern so the two kinds can be told apart")
         if same_folder:  # a file matching the mask pattern is a mask, everything else an image
             mask_names = [n for n in names if masks.match(n)]

@@ -7,6 +7,8 @@ from typing import Iterable
 
 from .build import OnboardingResult
 
+FOLDS = 5  # nnU-Net's default cross-validation
+
 
 def _counted(counter: Counter, unit: str = "", limit: int = 6) -> str:
     items = counter.most_common()
@@ -19,14 +21,22 @@ def _lines(title: str, body: Iterable[str]) -> list:
 
 
 def next_commands(result: OnboardingResult) -> list:
+    """What to run next: nnU-Net's planning, then the comparison of nnU-Net with a DINO trainer, by
+    cross-validation when there are enough cases for nnU-Net's 5 folds, else one model on all cases."""
     did = result.dataset_id
-    configurations = "2d" if result.ndim == 2 else "2d 3d_fullres"
     trainers = "nnUNetTrainer nnUNetTrainerSegDINO"
-    commands = [f"nnUNetv2_plan_and_preprocess -d {did} -c {configurations} --verify_dataset_integrity",
-                f"nnunet-dino crossval -d {did} -tr {trainers}        # 5 folds each, resumable",
-                f"nnunet-dino report -d {did} -tr {trainers} -o cv_report_{did:03d}"]
+    commands = [f"nnUNetv2_plan_and_preprocess -d {did} -c 2d --verify_dataset_integrity"
+                + ("      # add 3d_fullres for nnU-Net's own 3D model" if result.ndim == 3 else ""),
+                "export nnUNet_dino_weights=/folder/with/dino/weights   # the DINO encoders' weights "
+                "(`nnunet-dino doctor` lists what it finds)"]
+    if result.num_training >= FOLDS:
+        commands += [f"nnunet-dino crossval -d {did} -tr {trainers}        # 5 folds each, resumable",
+                     f"nnunet-dino report -d {did} -tr {trainers} -o cv_report_{did:03d}"]
+    else:
+        commands += [f"nnUNetv2_train {did} 2d all -tr nnUNetTrainerSegDINO   # {result.num_training} training "
+                     f"case(s): too few for {FOLDS}-fold cross-validation, so one model on all of them"]
     if result.ndim == 3:
-        commands.append("# the DINO trainers segment slice by slice (2d); nnU-Net's 3d_fullres is for nnUNetTrainer")
+        commands.append("# the DINO trainers segment 3D volumes slice by slice with the 2d configuration")
     return commands
 
 
