@@ -40,20 +40,34 @@ def run_nnunet(args: Sequence[str], env: Optional[Dict[str, str]] = None, log_pa
             log.write(f"\n{time.strftime('%Y-%m-%d %H:%M:%S')} $ {shlex.join(args)}\n")
         process = subprocess.Popen([nnunet_command(args[0]), *args[1:]], env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, bufsize=1)
-        for line in process.stdout:
-            tail.append(line)
-            if log:
-                log.write(line)
-            if stream:
-                sys.stdout.write(line)
-                sys.stdout.flush()
-            if on_line:
-                on_line(line)
-        code = process.wait()
+        try:
+            for line in process.stdout:
+                tail.append(line)
+                if log:
+                    log.write(line)
+                if stream:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+                if on_line:
+                    on_line(line)
+            code = process.wait()
+        except BaseException:  # Ctrl-C (or an error here) must not leave the nnU-Net process running
+            _stop(process)
+            raise
     finally:
         if log:
             log.close()
     return code, time.time() - start, "".join(tail)
+
+
+def _stop(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Ask a child to stop (SIGTERM: nnU-Net's trainers and their workers end), then kill it."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def run_step(args: List[str], env: Optional[Dict[str, str]] = None, log_path: Optional[str] = None,
