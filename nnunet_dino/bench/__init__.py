@@ -1,4 +1,4 @@
-"""`nnunet-dino bench`: nnU-Net's 2D PlainConvUNet and every plugin family side by side (issue #7).
+"""`nnunet-dino bench`: nnU-Net's 2D PlainConvUNet and every plugin family side by side.
 
 One process, one machine, one patch and batch for all: train step time (nnU-Net's `train_step`:
 forward, loss, backward, gradient clipping, optimiser step), inference tiles per second (batch 1, as

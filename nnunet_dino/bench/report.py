@@ -61,7 +61,7 @@ def format_report(results: dict) -> str:
                         "ckpt / nnU", "ViT-B ckpt slim / full MB", "ViT-B slim / full"], disk)]
     measure = next(iter(models.values()))["memory"]["measure"]
     out += [f"memory: {measure} over the baseline after imports, in a fresh process per phase; checkpoint: "
-            f"nnU-Net's dict (weights + optimiser state); ratio 'ckpt / nnU' uses the slim one", "", "goals (issue #7):"]
+            f"nnU-Net's dict (weights + optimiser state); ratio 'ckpt / nnU' uses the slim one", "", "goals:"]
     for g in results["goals"]:
         verdict = "n/a" if g["met"] is None else ("met" if g["met"] else "MISSED")
         note = ""

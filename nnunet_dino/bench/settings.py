@@ -15,7 +15,7 @@ EXTRACTOR_ONLY = ("segdino", "dinounet")  # the backbone runs under no_grad, out
 MIRROR_AXES_2D = (0, 1)                   # nnUNetTrainer's inference_allowed_mirroring_axes for 2D
 MATMUL_SIZE = {"cpu": 2048, "cuda": 8192}  # big enough to reach the ceiling, small enough to be quick
 
-#: issue #7's goal table: (figure, key in a model's "ratios", families, comparison, target)
+#: the performance goals: (figure, key in a model's "ratios", families, comparison, target)
 GOALS = (
     ("train step / nnUNetTrainer", "step", {"segdino": 0.25, "dinounet": 0.6, "udfa": 0.8}, "<="),
     ("backbone GFLOP/s / matmul GFLOP/s", "backbone_gflops_over_matmul", {f: 0.7 for f in FAMILIES}, ">="),
