@@ -22,6 +22,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from ..errors import UserError
 from . import dinov2, dinov3
 from .frozen import build_timm_vit
 from .registry import BackboneSpec
@@ -37,7 +38,7 @@ _WHERE_TO_GET = {
 }
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError, RuntimeError):
     """Weights missing, unreadable, unsafe or of another architecture. The message says how to fix it."""
 
 
@@ -95,22 +96,47 @@ def locate_weights(spec: BackboneSpec, setting: Optional[str] = None) -> Weights
 
 
 # --- reading -----------------------------------------------------------------------------------
-def _read_file(path: str) -> Dict[str, torch.Tensor]:
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
+_PICKLE_MAGICS = tuple(bytes([0x80, protocol]) for protocol in range(2, 6))  # legacy torch.save, pickle.dump
+
+
+def torch_load(path: str, mmap: bool = False):
+    """torch.load(weights_only=True) that tells garbage, a broken file and pickled code apart."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(_ZIP_MAGIC) and not head.startswith(_PICKLE_MAGICS):
+        raise WeightsError(f"{path} is not a checkpoint: it is neither a PyTorch file (zip) nor a pickle "
+                           f"({'empty file' if not head else 'unknown content'}). It is probably corrupt or "
+                           f"another kind of file: download the weights again.")
     try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-            return load_file(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         raise WeightsError(
             f"Refusing to load {path}: it contains pickled Python objects, not only tensors, and loading "
             f"it could execute code. nnunet-dino loads tensors only (torch.load(weights_only=True)). Use "
             f"the published weights file, or re-save a plain state_dict / .safetensors. ({_unpickling_reason(e)})"
         ) from None
+    except RuntimeError as e:
+        if mmap and "mmap" in str(e):
+            raise  # a legacy file: the caller loads it without mmap
+        raise _unreadable(path, e) from None
     except Exception as e:  # truncated zip, bad header, ...
-        raise WeightsError(f"Could not read weights file {path} ({type(e).__name__}: {str(e).splitlines()[0]}). "
-                           f"It is probably truncated or corrupt: download it again.") from None
-    return _unwrap(state, path)
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path: str, error: Exception) -> WeightsError:
+    return WeightsError(f"Could not read weights file {path} ({type(error).__name__}: {str(error).splitlines()[0]}). "
+                        f"It is probably truncated or corrupt: download it again.")
+
+
+def _read_file(path: str) -> Dict[str, torch.Tensor]:
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors.torch import load_file
+            return _unwrap(load_file(path), path)
+        except Exception as e:  # truncated, bad header, ...
+            raise _unreadable(path, e) from None
+    return _unwrap(torch_load(path), path)
 
 
 def _unpickling_reason(error: Exception) -> str:
