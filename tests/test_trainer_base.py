@@ -46,6 +46,23 @@ def test_refuses_to_start_without_weights_and_writes_nothing(nnunet_paths, monke
     assert _results_written(tmp_path) == []
 
 
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "other_model"])
+def test_refuses_unusable_weights_before_the_fold_folder_exists(nnunet_paths, monkeypatch, tmp_path, damage):
+    from dino_weights_helpers import tiny_spec
+    from nnunet_dino.backbones import FrozenDinoBackbone
+    path = tmp_path / "weights.pth"
+    spec = tiny_spec("dinov3_vits16") if damage == "other_model" else nnUNetTrainerSegDINO_debug.backbone_spec()
+    torch.save(FrozenDinoBackbone(spec).vit.state_dict(), path)
+    data = path.read_bytes()
+    path.write_bytes({"garbage": bytes(range(256)) * 4, "truncated": data[: len(data) // 2]}.get(damage, data))
+    monkeypatch.setenv("nnUNet_dino_weights", str(path))
+    with pytest.raises(WeightsError) as err:
+        make_trainer(nnUNetTrainerSegDINO_debug, nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])
+    expected = {"garbage": "is not a checkpoint", "truncated": "truncated or corrupt", "other_model": "do not fit"}
+    assert str(path) in str(err.value) and expected[damage] in str(err.value)
+    assert _results_written(tmp_path) == []  # no fold_0/training_log_*.txt
+
+
 def test_patch_size_is_rounded_in_the_plans_themselves(nnunet_paths, monkeypatch):
     monkeypatch.setenv("nnUNet_dino_weights", "random")
     trainer = make_trainer(SegDINOOnDinov2Trainer, nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])

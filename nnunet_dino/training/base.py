@@ -4,7 +4,8 @@ Per-paper trainers only declare data (class attributes): the network class, the 
 paper's optimiser. This base owns every integration rule, hook by hook:
 
 - `__init__` (exact 2.8.1 signature): refuses non-2D configurations *before* nnU-Net creates any
-  folder; resolves the weights (refusing to start without them); rounds the 2D patch to a multiple
+  folder; resolves the weights and checks their names and shapes (refusing to start without
+  usable ones, before any fold folder exists); rounds the 2D patch to a multiple
   of the ViT patch (and of the adapter's stride) *in the plans*, so `nnUNetv2_predict` tiles with it.
 - `build_network_architecture` (classmethod, also called by the predictor with no trainer
   instance): builds the network from class attributes plus the record kept in the plans.
@@ -33,6 +34,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from ..backbones import BackboneSpec, get_backbone_spec, load_backbone_weights, locate_weights
+from ..backbones.weights_check import check_weights_source
 from ..networks.base import DinoSegmentationNetwork, count_parameters
 from ..plans import PLANS_RECORD_KEY, dino_record, rounded_patch_size, trained_on_random_backbone, update_configuration
 from .schedules import EpochLRSchedule
@@ -76,7 +78,8 @@ class nnUNetTrainerDino(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         self._check_configuration(plans, configuration)  # before nnU-Net writes anything
-        self.weights_source = locate_weights(self.backbone_spec())  # refuse early, write nothing
+        self.weights_source = locate_weights(self.backbone_spec())  # refuse early, write nothing:
+        check_weights_source(self.weights_source, self.backbone_spec())  # unreadable or another model
         super().__init__(plans, configuration, fold, dataset_json, device)
         self._seed_everything()
         self.enable_deep_supervision = False
