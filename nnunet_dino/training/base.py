@@ -101,8 +101,9 @@ class nnUNetTrainerDino(nnUNetTrainer):
         self._check_configuration(plans, configuration)  # before nnU-Net writes anything
         self.weights_source = locate_weights(self.backbone_spec())  # refuse early, write nothing:
         check_weights_source(self.weights_source, self.backbone_spec())  # unreadable or another model
+        resuming = bool(plans.get("continue_training"))  # nnUNetv2_train --c (nnU-Net pops the key)
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.resuming = bool(plans.get("continue_training"))  # nnUNetv2_train --c
+        self.resuming = resuming
         self._seed_everything()
         self.enable_deep_supervision = False
         self.initial_lr = self.learning_rate
