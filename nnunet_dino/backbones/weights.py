@@ -170,7 +170,8 @@ def _read_json(path: str, key: Optional[str] = None):
                            f"incomplete or corrupt: download it again.") from None
 
 
-def _read_folder(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
+def folder_files(path: str) -> Tuple[list, dict]:
+    """(weights files, config.json) of a transformers model folder: its shards or its one file."""
     config = _read_json(os.path.join(path, "config.json"))
     index = os.path.join(path, "model.safetensors.index.json")
     if os.path.isfile(index):
@@ -179,15 +180,20 @@ def _read_folder(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
         if missing:
             raise WeightsError(f"The model folder {path} is incomplete: shard(s) {', '.join(missing)} listed in "
                                f"model.safetensors.index.json are missing. Download them again.")
-        state = {}
-        for shard in shards:
-            state.update(_read_file(os.path.join(path, shard)))
-        return state, config
+        return [os.path.join(path, s) for s in shards], config
     for name in ("model.safetensors", "pytorch_model.bin"):
         if os.path.isfile(os.path.join(path, name)):
-            return _read_file(os.path.join(path, name)), config
+            return [os.path.join(path, name)], config
     raise WeightsError(f"The model folder {path} has config.json but no model.safetensors, sharded index or "
                        f"pytorch_model.bin. Download the weights files too.")
+
+
+def _read_folder(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
+    files, config = folder_files(path)
+    state = {}
+    for file in files:
+        state.update(_read_file(file))
+    return state, config
 
 
 def read_source(source: WeightsSource) -> Tuple[Dict[str, torch.Tensor], Optional[dict]]:

@@ -18,8 +18,8 @@ import torch
 
 from .frozen import build_timm_vit
 from .registry import BackboneSpec
-from .weights import (WeightsError, WeightsSource, _describe_config, _read_json, _unwrap, check_state_dict,
-                      convert_to_timm, torch_load)
+from .weights import (WeightsError, WeightsSource, _describe_config, _unwrap, check_state_dict, convert_to_timm,
+                      folder_files, torch_load)
 
 SAFETENSORS_HEADER_LIMIT = 100 * 1024 * 1024  # the format's own limit on the JSON header
 
@@ -72,20 +72,9 @@ def source_state(source: WeightsSource) -> Tuple[Dict[str, torch.Tensor], Option
     """(tensors as in `file_state`, config.json of a model folder or None) of a file or folder source."""
     if source.kind == "file":
         return file_state(source.path), None
-    config = _read_json(os.path.join(source.path, "config.json"))
-    index = os.path.join(source.path, "model.safetensors.index.json")
-    if os.path.isfile(index):
-        names = sorted(set(_read_json(index, "weight_map").values()))
-    else:
-        names = [n for n in ("model.safetensors", "pytorch_model.bin") if os.path.isfile(os.path.join(source.path, n))][:1]
-    if not names:
-        raise WeightsError(f"The model folder {source.path} has config.json but no model.safetensors, sharded "
-                           f"index or pytorch_model.bin. Download the weights files too.")
+    files, config = folder_files(source.path)
     state = {}
-    for name in names:
-        path = os.path.join(source.path, name)
-        if not os.path.isfile(path):
-            raise WeightsError(f"The model folder {source.path} is incomplete: {name} is missing. Download it again.")
+    for path in files:
         state.update(file_state(path))
     return state, config
 
