@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import os
 import platform
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 
 def _version(dist: str) -> str:
@@ -35,15 +35,55 @@ def resolve_trainers() -> List[Tuple[str, str]]:
     return rows
 
 
-def backbone_weights() -> List[Tuple[str, str]]:
+def _fit_status(spec, source, read: Dict[object, object]) -> Tuple[str, bool]:
+    """(status, whether the source serves `spec`); `read` caches each source's (state, config) or error."""
+    from .backbones import WeightsError
+    from .backbones.weights_check import check_fits, source_state
+    if source not in read:
+        try:
+            read[source] = source_state(source)
+        except WeightsError as error:
+            read[source] = error
+    try:
+        if isinstance(read[source], WeightsError):
+            raise read[source]
+        state, config = read[source]
+        check_fits(state, spec, source.path, config)
+    except WeightsError as error:
+        return f"UNUSABLE: {error}", False
+    return f"found: {source.describe()}", True
+
+
+def backbone_weights() -> List[Tuple[str, str, str, bool]]:
+    """(backbone, status, located source or '', whether it serves the backbone) per backbone. Found
+    files are checked cheaply (header, key names and shapes; see backbones.weights_check): a corrupt,
+    truncated or other-model file is not reported as found weights."""
     from .backbones import WeightsError, get_backbone_spec, list_backbones, locate_weights
+    read: Dict[object, object] = {}
     rows = []
     for name in list_backbones():
+        spec = get_backbone_spec(name)
         try:
-            rows.append((name, locate_weights(get_backbone_spec(name)).describe()))
+            source = locate_weights(spec)
         except WeightsError:
-            rows.append((name, "no weights found"))
+            rows.append((name, "no weights found", "", False))
+            continue
+        if source.kind in ("file", "folder"):
+            status, serves = _fit_status(spec, source, read)
+            rows.append((name, status, source.describe(), serves))
+        else:
+            rows.append((name, source.describe(), "", True))
     return rows
+
+
+def files_served(rows: List[Tuple[str, str, str, bool]]) -> List[str]:
+    """One line per found weights file or folder: the backbones it serves."""
+    served: Dict[str, List[str]] = {}
+    for name, _, source, serves in rows:
+        if source:
+            served.setdefault(source, []).extend([name] if serves else [])
+    return [f"  {source}: " + (", ".join(names) if names else "serves NO backbone (unusable, see above)")
+            for source, names in served.items()]
 
 
 def report() -> Tuple[str, bool]:
@@ -74,6 +114,9 @@ def report() -> Tuple[str, bool]:
     lines.append(f"weights: {WEIGHTS_ENV_VAR}={setting if setting else '(unset: training refuses to start)'}")
     if is_random_setting(setting):
         lines.append("  RANDOM frozen backbones: for tests and demos only, results mean nothing clinically")
-    lines.append("backbones:")
-    lines += [f"  {name:<22} {status}" for name, status in backbone_weights()]
+    lines.append("backbones (each found file checked: readable, and key names and shapes fit the backbone):")
+    weights = backbone_weights()
+    lines += [f"  {name:<22} {status}" for name, status, _, _ in weights]
+    if any(source for _, _, source, _ in weights):
+        lines += ["weights files and the backbones they serve:"] + files_served(weights)
     return "\n".join(lines), all(status.startswith("found") for _, status in rows)

@@ -345,3 +345,46 @@ def test_full_brain_volume_is_fast(capsys):
         assert result[str(label)] == binary_metrics(shifted == label, aal == label, ANISOTROPIC_3D)
     with capsys.disabled():
         print(f"\n[benchmark] 181x217x181: 116 AAL regions {regions_s:.2f} s, whole-brain mask {brain_s:.2f} s")
+
+
+def test_undeclared_predicted_label_is_reported(tmp_path):
+    """A stray label 3 (dataset.json declares 0-2) no class scores: summary, table and CLI say so."""
+    gt_dir, pred_dir, dataset_json, _ = _png_cases(tmp_path)
+    stray = np.asarray(Image.open(os.path.join(gt_dir, "img_1.png"))).copy()  # perfect except label 3
+    stray[:4, :5] = 3
+    Image.fromarray(stray).save(os.path.join(pred_dir, "img_1.png"))
+    summary = evaluate_folders(gt_dir, pred_dir, dataset_json, output_dir=str(tmp_path / "out"))
+    assert summary["undeclared_labels"] == {"prediction": {"3": {"cases": ["img_1"], "voxels": 20}}, "reference": {}}
+    assert summary["metric_per_case"][1]["undeclared_labels"]["prediction"] == {"3": 20}
+    run = subprocess.run([NNUNET_DINO, "evaluate", gt_dir, pred_dir, "-d", dataset_json, "-o", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "WARNING: label 3 is in 1 prediction(s) (20 voxels; img_1) but dataset.json does not declare it" \
+        in run.stdout
+
+
+def test_nrrd_references_pair_with_nifti_predictions_by_case(tmp_path):
+    gt_dir, pred_dir, _, arrays = _nifti_cases(tmp_path)
+    for name in os.listdir(gt_dir):  # references as .nrrd, as dataset.json says; predictions stay .nii.gz
+        path = os.path.join(gt_dir, name)
+        sitk.WriteImage(sitk.ReadImage(path), path.replace(".nii.gz", ".nrrd"))
+        os.remove(path)
+    dataset_json = _write_dataset_json(str(tmp_path), {"background": 0, "grey": 1, "box": 2}, ".nrrd")
+    summary = evaluate_folders(gt_dir, pred_dir, dataset_json, output_dir=str(tmp_path / "out"))
+    pairs = [(os.path.basename(c["reference_file"]), os.path.basename(c["prediction_file"]))
+             for c in summary["metric_per_case"]]
+    assert pairs == [(f"case_{i:03d}.nrrd", f"case_{i:03d}.nii.gz") for i in range(3)]
+    classes = classes_from_labels({"background": 0, "grey": 1, "box": 2})
+    expected = case_metrics(*arrays["case_000"], summary["metric_per_case"][0]["spacing"], classes)
+    assert summary["metric_per_case"][0]["metrics"]["1"]["Dice"] == pytest.approx(expected["1"]["Dice"])
+    rows = _read_csv(str(tmp_path / "out" / "metrics_per_case.csv"))
+    assert {r["case"] for r in rows} == {"case_000", "case_001", "case_002"}
+
+    # a real mismatch is explained with plain numbers
+    image = sitk.ReadImage(os.path.join(pred_dir, "case_001.nii.gz"))
+    image.SetSpacing((1.0, 1.0, 1.0))
+    sitk.WriteImage(image, os.path.join(pred_dir, "case_001.nii.gz"))
+    run = subprocess.run([NNUNET_DINO, "evaluate", gt_dir, pred_dir, "-d", dataset_json, "-o", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "spacing mismatch" in run.stderr
+    assert "[3.0, 0.8, 1.2]" in run.stderr and "np.float64" not in run.stderr

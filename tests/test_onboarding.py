@@ -57,11 +57,11 @@ def make_rgb_2d(root, n=6, n_test=2):
     return str(images), str(masks), str(test)
 
 
-def _write_volume(array, path, spacing_zyx=SPACING_ZYX):
+def _write_volume(array, path, spacing_zyx=SPACING_ZYX, origin=ORIGIN_XYZ, direction=DIRECTION):
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(tuple(float(s) for s in spacing_zyx[::-1]))
-    image.SetOrigin(ORIGIN_XYZ)
-    image.SetDirection(DIRECTION)
+    image.SetOrigin(origin)
+    image.SetDirection(direction)
     sitk.WriteImage(image, str(path))
 
 
@@ -207,6 +207,46 @@ def test_refuses_spacing_mismatches_of_masks_and_channels(tmp_path, raw):
                        mask_pattern="{case}_seg.nii.gz")
     _assert_lists(message, [os.path.join(source, "case1_seg.nii.gz"), os.path.join(source, "case2_mr.nii.gz")])
     assert "spacing mismatch" in message and "(2, 0.8, 0.8)" in message
+
+
+def test_refuses_origin_and_direction_mismatches_but_not_rounding(tmp_path, raw):
+    source = make_3d(tmp_path)
+    seg = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(source, "case1_seg.nii.gz")))
+    shifted = (ORIGIN_XYZ[0] + 20.0,) + ORIGIN_XYZ[1:]  # the labels would land 20 mm away
+    _write_volume(seg, os.path.join(source, "case1_seg.nii.gz"), origin=shifted)
+    rotated = (1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, -1.0)
+    _write_volume(seg, os.path.join(source, "case2_seg.nii.gz"), direction=rotated)
+    rounded = tuple(v + 1e-4 for v in ORIGIN_XYZ)  # an exporter's rounding: accepted
+    _write_volume(seg, os.path.join(source, "case3_seg.nii.gz"), origin=rounded)
+    message = _refused(raw, images=source, masks=None, image_pattern="{case}_{channel}.nii.gz",
+                       mask_pattern="{case}_seg.nii.gz")
+    _assert_lists(message, [os.path.join(source, f"case1_{role}.nii.gz") for role in ("ct", "mr", "seg")])
+    _assert_lists(message, [os.path.join(source, "case2_seg.nii.gz")])
+    assert "origin mismatch" in message and "differ by up to 20 mm" in message and "(10, 5, 2.5)" in message
+    assert "direction mismatch" in message
+    assert "case3" not in message and "case0" not in message
+
+
+@pytest.mark.parametrize("ending", [".nii.gz", ".nrrd", ".mha"])
+def test_refuses_truncated_compressed_files(tmp_path, raw, ending):
+    """SimpleITK pads a truncated stream with zeros; the whole stream is read and its end checked."""
+    folder = tmp_path / "volumes"
+    folder.mkdir()
+    for i in range(4):
+        label = np.stack([_label_map(i + z) == 1 for z in range(3)]).astype(np.uint8)
+        noise = np.random.default_rng(i).normal(0, 50, label.shape)  # incompressible enough to cut mid-stream
+        for name, array in ((f"case{i}_ct", (label.astype(np.int16) * 400 + noise).astype(np.int16)), (f"case{i}_seg", label)):
+            image = sitk.GetImageFromArray(array)
+            image.SetSpacing(SPACING_ZYX[::-1])
+            sitk.WriteImage(image, str(folder / (name + ending)), useCompression=True)
+    cut = [folder / f"case1_ct{ending}", folder / f"case2_seg{ending}"]
+    for path in cut:
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) - max(8, (len(data) - 600) // 3)])  # keep the header, lose the end
+    message = _refused(raw, images=str(folder), masks=None, image_pattern="{case}_ct", mask_pattern="{case}_seg")
+    _assert_lists(message, cut)
+    assert "files that cannot be read or used" in message and "truncated or corrupt" in message
+    assert "case0" not in message and "case3" not in message
 
 
 def test_refuses_non_integer_labels(tmp_path, raw):

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import sysconfig
 
+import numpy as np
 import pytest
 
 from nnunet_helpers import clean_environment
@@ -72,16 +73,19 @@ def test_non_editable_install_registers_too(tmp_path):
     assert out.split("EXT ", 1)[1].strip() == os.path.join(site, "nnunet_dino", "trainers")
 
 
-@pytest.mark.parametrize("weights", ["unset", "folder"])
+@pytest.mark.parametrize("weights", ["unset", "folder", "one_file"])
 def test_doctor_reports_trainers_and_weights(tmp_path, weights):
     cli = os.path.join(os.path.dirname(sys.executable), "nnunet-dino")
     env = clean_environment()
-    if weights == "folder":
+    good = tmp_path / "dinov3_vits16_pretrain_lvd1689m-08c60483.pth"
+    if weights != "unset":
         import torch
         from nnunet_dino.backbones import FrozenDinoBackbone, get_backbone_spec
-        torch.save(FrozenDinoBackbone(get_backbone_spec("dinov3_vits16")).vit.state_dict(),
-                   tmp_path / "dinov3_vits16_pretrain_lvd1689m-08c60483.pth")
-        env["nnUNet_dino_weights"] = str(tmp_path)
+        torch.save(FrozenDinoBackbone(get_backbone_spec("dinov3_vits16")).vit.state_dict(), good)
+        (tmp_path / "dinov2_vitb14_pretrain.pth").write_bytes(np.random.default_rng(0).bytes(1000))  # garbage
+        data = good.read_bytes()
+        (tmp_path / "dinov2_vits14_pretrain.pth").write_bytes(data[: len(data) // 2])  # truncated download
+        env["nnUNet_dino_weights"] = str(tmp_path if weights == "folder" else good)
     proc = subprocess.run([cli, "doctor"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.returncode == 0, proc.stdout
     out = proc.stdout
@@ -91,9 +95,20 @@ def test_doctor_reports_trainers_and_weights(tmp_path, weights):
     assert ("bf16 autocast (native bf16" if cpu_has_native_bf16() else "fp32 (no native bf16)") in out
     assert "nnUNetTrainerSegDINO               found (nnunet_dino.training.trainers)" in out
     lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  dino")}
+    served = {line.split(": ")[0].strip(): line for line in out.split("the backbones they serve:")[-1].splitlines()}
     if weights == "unset":
         assert "unset: training refuses to start" in out
         assert all("no weights found" in line for line in lines.values())
-    else:
-        assert "dinov3_vits16_pretrain_lvd1689m-08c60483.pth" in lines["dinov3_vits16"]
-        assert "no weights found" in lines["dinov2_vitb14"]
+        assert "the backbones they serve" not in out
+    elif weights == "folder":
+        assert f"found: file {good}" in lines["dinov3_vits16"]
+        assert "UNUSABLE" in lines["dinov2_vitb14"] and "is not a checkpoint" in lines["dinov2_vitb14"]
+        assert "UNUSABLE" in lines["dinov2_vits14"] and "truncated or corrupt" in lines["dinov2_vits14"]
+        assert "no weights found" in lines["dinov2_vitl14"]
+        assert served[f"file {good}"].endswith(": dinov3_vits16")
+        assert served[f"file {tmp_path / 'dinov2_vitb14_pretrain.pth'}"].endswith("serves NO backbone (unusable, see above)")
+    else:  # one file for every backbone: it serves only the one whose names and shapes it holds
+        assert f"found: file {good}" in lines["dinov3_vits16"]
+        assert all("UNUSABLE" in line for name, line in lines.items() if name != "dinov3_vits16")
+        assert "do not fit backbone DINOV3 ViT (dinov3_vitb16" in lines["dinov3_vitb16"]
+        assert served[f"file {good}"].endswith(": dinov3_vits16")

@@ -1,4 +1,4 @@
-"""Reliability: crash-resume after SIGKILL, determinism, the out-of-memory message, random-backbone
+"""Reliability: crash-resume after SIGKILL (mid-epoch, mid-checkpoint-write), determinism, the out-of-memory message, random-backbone
 models used for prediction, edited plans, and the data catalogue (RGB, 4 channels, ignore label,
 regions) -- each through nnU-Net's own command line."""
 import json
@@ -10,15 +10,15 @@ import time
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
 from skimage.io import imread, imsave
 
 from nnunet_dino.datasets.synthetic import make_synthetic_2d, make_synthetic_3d
 from nnunet_dino.nnunet import nnunet_command, nnunet_environment, plan_and_preprocess, predict, train
-from nnunet_helpers import results_folder
-from nnunet_dino.training.base import NotEnoughMemoryError, RANDOM_BACKBONE_WARNING_FILE
+from nnunet_dino.training.base import NotEnoughMemoryError, RANDOM_BACKBONE_WARNING_FILE, TEST_PAUSE_ENV_VAR
 from nnunet_dino.training.trainers import nnUNetTrainerSegDINO_debug
-from nnunet_helpers import clean_environment, make_trainer
+from nnunet_helpers import clean_environment, make_trainer, results_folder
 
 TRAINER = "nnUNetTrainerSegDINO_debug"
 
@@ -27,26 +27,61 @@ def _fresh(tmp_path, name="nnunet"):
     return nnunet_environment(str(tmp_path / name), clean_environment(nnUNet_dino_weights="random"))
 
 
-def test_sigkill_mid_epoch_then_resume_with_c(synthetic_2d, tmp_path):
+def _train_until_paused(env, pause_at: str, marker: str) -> None:
+    """nnUNetv2_train with the trainer's test-only pause hook; SIGKILL once it has paused at `pause_at`
+    (it wrote `marker`): the kill lands at that exact point, whatever the machine's load."""
+    output = marker + ".out"
+    with open(output, "w") as out:
+        proc = subprocess.Popen([nnunet_command("nnUNetv2_train"), "990", "2d", "0", "-tr", TRAINER, "-device", "cpu"],
+                                env=dict(env, **{TEST_PAUSE_ENV_VAR: f"{pause_at}={marker}"}), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        while not os.path.isfile(marker):  # the trainer says where it is: no timing involved
+            assert proc.poll() is None, "training ended before it paused:\n" + open(output).read()[-3000:]
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _logs(fold):
+    return [open(os.path.join(fold, f)).read() for f in sorted(os.listdir(fold)) if f.startswith("training_log")]
+
+
+def _kill_env(synthetic_2d, tmp_path):
     env = dict(synthetic_2d["env"], nnUNet_results=str(tmp_path / "results"), nnUNet_dino_weights="random",
                nnUNet_n_proc_DA="0")
-    model = results_folder(env, synthetic_2d["dataset"], TRAINER)
-    fold = os.path.join(model, "fold_0")
-    proc = subprocess.Popen([nnunet_command("nnUNetv2_train"), "990", "2d", "0", "-tr", TRAINER, "-device", "cpu"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 300
-    while not os.path.isfile(os.path.join(fold, "checkpoint_latest.pth")):  # epoch 0 done, epoch 1 running
-        assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    return env, os.path.join(results_folder(env, synthetic_2d["dataset"], TRAINER), "fold_0")
+
+
+def test_sigkill_mid_epoch_then_resume_with_c_past_a_corrupt_checkpoint(synthetic_2d, tmp_path):
+    env, fold = _kill_env(synthetic_2d, tmp_path)
+    _train_until_paused(env, "epoch 1", str(tmp_path / "paused"))  # epoch 0 saved, epoch 1 running
+    latest = os.path.join(fold, "checkpoint_latest.pth")
+    assert torch.load(latest, weights_only=False)["current_epoch"] == 1
     assert not os.path.isfile(os.path.join(fold, "checkpoint_final.pth"))
+    with open(latest, "r+b") as f:  # what a non-atomic writer killed mid-write leaves behind
+        f.truncate(os.path.getsize(latest) // 2)
     train(990, TRAINER, env, extra=["--c"])
-    logs = [open(os.path.join(fold, f)).read() for f in sorted(os.listdir(fold)) if f.startswith("training_log")]
-    assert any("Epoch 1" in log and "Epoch 0" not in log for log in logs[1:]), "the resumed run starts at epoch 1"
+    logs = _logs(fold)
+    assert "cannot read checkpoint_latest.pth" in logs[-1] and "Resuming from checkpoint_best.pth (epoch 1)" in logs[-1]
+    assert "Epoch 1" in logs[-1] and "Epoch 0" not in logs[-1], "the resumed run starts at epoch 1"
     out = str(tmp_path / "predictions")
     predict(990, TRAINER, os.path.join(synthetic_2d["raw_folder"], "imagesTs"), out, env)
     assert len([f for f in os.listdir(out) if f.endswith(".png")]) == 2
+
+
+def test_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoints(synthetic_2d, tmp_path):
+    env, fold = _kill_env(synthetic_2d, tmp_path)
+    # paused after the temporary file is written, before it replaces checkpoint_final.pth
+    _train_until_paused(env, "checkpoint_final.pth", str(tmp_path / "paused"))
+    assert not os.path.isfile(os.path.join(fold, "checkpoint_final.pth"))  # --c would pick a partial one first
+    assert torch.load(os.path.join(fold, "checkpoint_latest.pth"), weights_only=False)["current_epoch"] == 1
+    train(990, TRAINER, env, extra=["--c"])
+    logs = _logs(fold)
+    assert "Epoch 1" in logs[-1] and "Epoch 0" not in logs[-1] and "cannot read" not in logs[-1]
+    assert torch.load(os.path.join(fold, "checkpoint_final.pth"), weights_only=False)["current_epoch"] == 2
+    assert not [f for f in os.listdir(fold) if f.endswith(".partial")]
 
 
 def test_fixed_seed_gives_identical_first_losses_and_predictions(synthetic_2d, tmp_path):
@@ -77,7 +112,8 @@ def test_fixed_seed_gives_identical_first_losses_and_predictions(synthetic_2d, t
                            "-o", out, "-d", "990", "-c", "2d", "-tr", TRAINER, "-f", "0", "-device", "cpu", "-npp", "1",
                            "-nps", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert "RANDOM FROZEN BACKBONE" in proc.stdout
+    assert "RANDOM FROZEN BACKBONE: this model was trained on a random backbone" in proc.stdout
+    assert "nnUNet_dino_weights=random" not in proc.stdout  # the variable is unset here: the checkpoint says so
     assert all(imread(os.path.join(out, f)).shape == (64, 80) for f in os.listdir(out) if f.endswith(".png"))
 
 

@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -48,13 +49,47 @@ def test_slim_state_dict_restores_and_verifies_the_backbone(tmp_path, monkeypatc
     with pytest.raises(WeightsError, match="not the ones this model was trained with"):
         SegDINO(1, 3, backbone=spec).load_state_dict(slim)
     monkeypatch.delenv("nnUNet_dino_weights")
-    with pytest.raises(WeightsError, match="nnUNet_dino_weights is not set"):
+    with pytest.raises(WeightsError, match="nnUNet_dino_weights is not set") as err:
         SegDINO(1, 3, backbone=spec).load_state_dict(slim)
+    # the message names the file the checkpoint needs and its sha256, from the checkpoint's record
+    assert str(weights_a) in str(err.value) and slim[BACKBONE_RECORD_KEY]["sha256"] in str(err.value)
     broken = dict(slim)
     broken.pop("head.classifier.weight")  # strict for every trainable tensor
     monkeypatch.setenv("nnUNet_dino_weights", str(weights_a.parent))
     with pytest.raises(RuntimeError, match="head.classifier.weight"):
         SegDINO(1, 3, backbone=spec).load_state_dict(broken)
+
+
+def test_loaded_checkpoints_say_what_they_were_trained_with(tmp_path, monkeypatch):
+    """The random banner and the mixed-ensemble warning come from each checkpoint's own record."""
+    spec = tiny_spec()
+    weights = tmp_path / "w" / "tiny_slim_dinov3.pth"
+    weights.parent.mkdir()
+    torch.save(SegDINO(1, 3, backbone=spec).backbone.vit.state_dict(), weights)
+    on_file, on_random = SegDINO(1, 3, backbone=spec), SegDINO(1, 3, backbone=spec)
+    load_backbone_weights(on_file.backbone, WeightsSource("file", str(weights)))
+    load_backbone_weights(on_random.backbone, WeightsSource("random"))
+    slims = []
+    for net in (on_file, on_random):
+        with net.slim_state_dict():
+            slims.append(net.state_dict())
+    monkeypatch.setenv("nnUNet_dino_weights", str(weights))
+    predictor_net = SegDINO(1, 3, backbone=spec)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predictor_net.load_state_dict(slims[0])  # fold 0: trained with the file
+    assert not caught
+    x = torch.randn(1, 1, 32, 48)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predictor_net.load_state_dict(slims[1])  # fold 1: trained on a random backbone
+        assert torch.equal(predictor_net.eval()(x), on_random.eval()(x))
+        predictor_net.load_state_dict(slims[0])  # as the predictor does, fold after fold, case after case
+        assert torch.equal(predictor_net.eval()(x), on_file.eval()(x))
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2, messages  # each said once
+    assert "this model was trained on a random backbone" in messages[0]
+    assert "DIFFERENT backbone weights" in messages[1] and str(weights) in messages[1] and "RANDOM" in messages[1]
 
 
 def test_train_predict_resume_validate_and_bundle_through_the_cli(synthetic_2d, tmp_path):

@@ -3,6 +3,7 @@ import copy
 import json
 import os
 import time
+import warnings
 
 import pytest
 import torch
@@ -46,6 +47,23 @@ def test_refuses_to_start_without_weights_and_writes_nothing(nnunet_paths, monke
     assert _results_written(tmp_path) == []
 
 
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "other_model"])
+def test_refuses_unusable_weights_before_the_fold_folder_exists(nnunet_paths, monkeypatch, tmp_path, damage):
+    from dino_weights_helpers import tiny_spec
+    from nnunet_dino.backbones import FrozenDinoBackbone
+    path = tmp_path / "weights.pth"
+    spec = tiny_spec("dinov3_vits16") if damage == "other_model" else nnUNetTrainerSegDINO_debug.backbone_spec()
+    torch.save(FrozenDinoBackbone(spec).vit.state_dict(), path)
+    data = path.read_bytes()
+    path.write_bytes({"garbage": bytes(range(256)) * 4, "truncated": data[: len(data) // 2]}.get(damage, data))
+    monkeypatch.setenv("nnUNet_dino_weights", str(path))
+    with pytest.raises(WeightsError) as err:
+        make_trainer(nnUNetTrainerSegDINO_debug, nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])
+    expected = {"garbage": "is not a checkpoint", "truncated": "truncated or corrupt", "other_model": "do not fit"}
+    assert str(path) in str(err.value) and expected[damage] in str(err.value)
+    assert _results_written(tmp_path) == []  # no fold_0/training_log_*.txt
+
+
 def test_patch_size_is_rounded_in_the_plans_themselves(nnunet_paths, monkeypatch):
     monkeypatch.setenv("nnUNet_dino_weights", "random")
     trainer = make_trainer(SegDINOOnDinov2Trainer, nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])
@@ -77,10 +95,15 @@ def test_training_steps_touch_only_trainable_parameters(nnunet_paths, monkeypatc
     record = saved["configurations"]["2d"]["nnunet_dino"]
     assert record["backbone"] == "dinov3_vits16" and record["weights"]["format"] == "random"
     pm = PlansManager(saved)
-    with pytest.warns(UserWarning, match="RANDOM FROZEN BACKBONE"):
+    with warnings.catch_warnings(record=True) as caught:  # the plans, shared by all folds, say nothing ...
+        warnings.simplefilter("always")
         rebuilt = nnUNetTrainerSegDINO_debug.build_network_architecture(
             pm, pm.get_configuration("2d"), 1, trainer.label_manager.num_segmentation_heads, False)
-    rebuilt.load_state_dict(net.state_dict(), strict=True)
+    assert not [w for w in caught if "RANDOM" in str(w.message)]
+    with net.slim_state_dict():
+        slim = net.state_dict()
+    with pytest.warns(UserWarning, match="RANDOM FROZEN BACKBONE: this model was trained on a random backbone"):
+        rebuilt.load_state_dict(slim, strict=True)  # ... the checkpoint does
     x = torch.randn(1, 1, 64, 80)
     net.eval(), rebuilt.eval()
     assert torch.equal(net(x), rebuilt(x))

@@ -346,3 +346,29 @@ def test_training_checkpoint_with_teacher_backbone_and_heads_loads_the_backbone(
     target = FrozenDinoBackbone(spec)
     load_backbone_weights(target, WeightsSource("file", str(tmp_path / "train_ckpt.pth")))
     assert all(torch.equal(v, target.vit.state_dict()[k]) for k, v in source.vit.state_dict().items())
+
+
+def test_garbage_file_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "dinov2_vits14_pretrain.pth"
+    path.write_bytes(bytes(range(256)) * 4)  # 1,024 bytes that are neither a zip nor a pickle
+    message = _error(tiny_spec("dinov2_vits14"), path)
+    assert str(path) in message and "is not a checkpoint" in message and "download the weights again" in message
+    assert "pickled Python objects" not in message
+
+
+def test_cheap_check_reads_names_and_shapes_only(meta_pth, tmp_path, monkeypatch):
+    from nnunet_dino.backbones.weights_check import check_weights_source, file_state
+    spec = tiny_spec("dinov2_vits14")
+    state = file_state(str(meta_pth))
+    assert state and all(t.device.type == "cpu" for t in state.values())  # memory-mapped, not copied
+    check_weights_source(locate_weights(spec, str(meta_pth)), spec)  # fits: no error
+    with pytest.raises(WeightsError, match="do not fit backbone"):
+        check_weights_source(locate_weights(spec, str(meta_pth)), tiny_spec("dinov2_vits14", embed_dim=96))
+    safetensors = tmp_path / "vit_small_patch14_dinov2.lvd142m.safetensors"
+    save_file(FrozenDinoBackbone(spec).vit.state_dict(), str(safetensors))
+    assert all(t.is_meta for t in file_state(str(safetensors)).values())  # the header alone
+    check_weights_source(locate_weights(spec, str(safetensors)), spec)
+    data = safetensors.read_bytes()
+    safetensors.write_bytes(data[:-100])  # the header is intact, the data is not
+    with pytest.raises(WeightsError, match="truncated or corrupt"):
+        check_weights_source(locate_weights(spec, str(safetensors)), spec)

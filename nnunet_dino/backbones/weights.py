@@ -41,6 +41,14 @@ def record_is_random(weights_record: Optional[dict]) -> bool:
     return (weights_record or {}).get("format") == RANDOM_SETTING
 
 
+def describe_weights_record(record: dict) -> str:
+    """'a RANDOM backbone (seeded)' or 'FILE (sha256 0123456789ab…)' for a checkpoint's backbone record."""
+    weights = record.get("weights") or {}
+    if record_is_random(weights):
+        return "a RANDOM backbone (seeded)"
+    return f"{weights.get('path') or weights.get('source') or '?'} (sha256 {str(record.get('sha256'))[:12]}…)"
+
+
 class WeightsError(UserError, RuntimeError):
     """Weights missing, unreadable, unsafe or of another architecture. The message says how to fix it."""
 
@@ -99,22 +107,47 @@ def locate_weights(spec: BackboneSpec, setting: Optional[str] = None) -> Weights
 
 
 # --- reading -----------------------------------------------------------------------------------
-def _read_file(path: str) -> Dict[str, torch.Tensor]:
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
+_PICKLE_MAGICS = tuple(bytes([0x80, protocol]) for protocol in range(2, 6))  # legacy torch.save, pickle.dump
+
+
+def torch_load(path: str, mmap: bool = False):
+    """torch.load(weights_only=True) that tells garbage, a broken file and pickled code apart."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(_ZIP_MAGIC) and not head.startswith(_PICKLE_MAGICS):
+        raise WeightsError(f"{path} is not a checkpoint: it is neither a PyTorch file (zip) nor a pickle "
+                           f"({'empty file' if not head else 'unknown content'}). It is probably corrupt or "
+                           f"another kind of file: download the weights again.")
     try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-            return load_file(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         raise WeightsError(
             f"Refusing to load {path}: it contains pickled Python objects, not only tensors, and loading "
             f"it could execute code. nnunet-dino loads tensors only (torch.load(weights_only=True)). Use "
             f"the published weights file, or re-save a plain state_dict / .safetensors. ({_unpickling_reason(e)})"
         ) from None
+    except RuntimeError as e:
+        if mmap and "mmap" in str(e):
+            raise  # a legacy file: the caller loads it without mmap
+        raise _unreadable(path, e) from None
     except Exception as e:  # truncated zip, bad header, ...
-        raise WeightsError(f"Could not read weights file {path} ({type(e).__name__}: {str(e).splitlines()[0]}). "
-                           f"It is probably truncated or corrupt: download it again.") from None
-    return _unwrap(state, path)
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path: str, error: Exception) -> WeightsError:
+    return WeightsError(f"Could not read weights file {path} ({type(error).__name__}: {str(error).splitlines()[0]}). "
+                        f"It is probably truncated or corrupt: download it again.")
+
+
+def _read_file(path: str) -> Dict[str, torch.Tensor]:
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors.torch import load_file
+            return _unwrap(load_file(path), path)
+        except Exception as e:  # truncated, bad header, ...
+            raise _unreadable(path, e) from None
+    return _unwrap(torch_load(path), path)
 
 
 def _unpickling_reason(error: Exception) -> str:
@@ -148,7 +181,8 @@ def _read_json(path: str, key: Optional[str] = None):
                            f"incomplete or corrupt: download it again.") from None
 
 
-def _read_folder(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
+def folder_files(path: str) -> Tuple[list, dict]:
+    """(weights files, config.json) of a transformers model folder: its shards or its one file."""
     config = _read_json(os.path.join(path, "config.json"))
     index = os.path.join(path, "model.safetensors.index.json")
     if os.path.isfile(index):
@@ -157,15 +191,20 @@ def _read_folder(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
         if missing:
             raise WeightsError(f"The model folder {path} is incomplete: shard(s) {', '.join(missing)} listed in "
                                f"model.safetensors.index.json are missing. Download them again.")
-        state = {}
-        for shard in shards:
-            state.update(_read_file(os.path.join(path, shard)))
-        return state, config
+        return [os.path.join(path, s) for s in shards], config
     for name in ("model.safetensors", "pytorch_model.bin"):
         if os.path.isfile(os.path.join(path, name)):
-            return _read_file(os.path.join(path, name)), config
+            return [os.path.join(path, name)], config
     raise WeightsError(f"The model folder {path} has config.json but no model.safetensors, sharded index or "
                        f"pytorch_model.bin. Download the weights files too.")
+
+
+def _read_folder(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
+    files, config = folder_files(path)
+    state = {}
+    for file in files:
+        state.update(_read_file(file))
+    return state, config
 
 
 def read_source(source: WeightsSource) -> Tuple[Dict[str, torch.Tensor], Optional[dict]]:

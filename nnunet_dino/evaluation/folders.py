@@ -22,8 +22,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import MissingInputError, OptionError
-from .tables import MEAN_ROW, UNITS, metric_cell, per_class_table
-from .metrics import (SUMMARY_METRICS, EvaluatedClass, case_metrics, classes_from_labels,
+from .metrics import (SUMMARY_METRICS, EvaluatedClass, case_metrics, classes_from_labels, declared_labels,
                       empty_status, ignore_label_from_labels, summarise)
 
 SUMMARY_FILE = "metrics_summary.json"
@@ -35,28 +34,73 @@ EMPTY_POLICY = ("both masks empty: Dice/IoU/HD95/ASD NaN, excluded from means (n
                 "(n_reference_empty_only, n_prediction_empty_only)")
 
 
+def known_file_endings() -> Tuple[str, ...]:
+    """Every file ending one of nnU-Net's readers reads, longest first ('.nii.gz' before '.gz')."""
+    from nnunetv2.imageio.reader_writer_registry import LIST_OF_IO_CLASSES
+    endings = {e.lower() for io in LIST_OF_IO_CLASSES for e in io.supported_file_endings}
+    return tuple(sorted(endings, key=len, reverse=True))
+
+
+def case_name(path: str, file_ending: str) -> str:
+    """The case identifier of a reference or prediction file: its name without the file ending
+    (`file_ending`, or any ending nnU-Net reads)."""
+    name = os.path.basename(path)
+    ending = file_ending if name.endswith(file_ending) else next(
+        (e for e in known_file_endings() if name.lower().endswith(e)), "")
+    return name[:len(name) - len(ending)]
+
+
+def _cases_in(folder: str, endings: Sequence[str]) -> Tuple[dict, List[str]]:
+    """(case -> file name, problems) for the files of `folder` with one of `endings`."""
+    if not os.path.isdir(folder):
+        raise MissingInputError(f"not a folder: {folder}")
+    cases, problems = {}, []
+    for f in sorted(os.listdir(folder)):
+        ending = next((e for e in endings if f.lower().endswith(e.lower())), None)
+        if ending is None or len(f) == len(ending) or not os.path.isfile(os.path.join(folder, f)):
+            continue
+        case = f[:-len(ending)]
+        if case in cases:
+            problems.append(f"case {case} has two files in {folder}: {cases[case]}, {f} (keep one)")
+        cases[case] = f
+    return cases, problems
+
+
 def pair_case_files(gt_dir: str, pred_dir: str, file_ending: str,
                     allow_missing_predictions: bool = False) -> List[Tuple[str, str]]:
-    """(reference path, prediction path) per case, matched by file name; ValueError lists the unmatched."""
-    def listing(folder: str) -> set:
-        if not os.path.isdir(folder):
-            raise MissingInputError(f"not a folder: {folder}")
-        return {f for f in os.listdir(folder) if f.endswith(file_ending) and os.path.isfile(os.path.join(folder, f))}
-
-    references, predictions = listing(gt_dir), listing(pred_dir)
-    problems = []
-    if predictions - references:
-        problems.append(f"{len(predictions - references)} prediction file(s) without a reference in {gt_dir}: "
-                        + ", ".join(sorted(predictions - references)))
-    if references - predictions and not allow_missing_predictions:
-        problems.append(f"{len(references - predictions)} reference file(s) without a prediction in {pred_dir}: "
-                        + ", ".join(sorted(references - predictions)))
+    """(reference path, prediction path) per case, matched by case identifier: references end with
+    dataset.json's `file_ending`, predictions with any ending nnU-Net reads (e.g. .nrrd references
+    and .nii.gz predictions). OptionError lists the unmatched files."""
+    references, problems = _cases_in(gt_dir, [file_ending])
+    predictions, pred_problems = _cases_in(pred_dir, known_file_endings())
+    problems += pred_problems
+    extra, missing = sorted(set(predictions) - set(references)), sorted(set(references) - set(predictions))
+    if extra:
+        problems.append(f"{len(extra)} prediction file(s) without a reference (a '{file_ending}' file, as "
+                        f"dataset.json's file_ending says) in {gt_dir}: " + ", ".join(predictions[c] for c in extra))
+    if missing and not allow_missing_predictions:
+        problems.append(f"{len(missing)} reference file(s) without a prediction in {pred_dir}: "
+                        + ", ".join(references[c] for c in missing))
     if problems:
-        raise OptionError("cannot pair reference and prediction files by name:\n  " + "\n  ".join(problems))
-    matched = sorted(references & predictions)
+        raise OptionError("cannot pair reference and prediction files by case:\n  " + "\n  ".join(problems))
+    matched = sorted(set(references) & set(predictions))
     if not matched:
-        raise OptionError(f"no '{file_ending}' files to evaluate in {pred_dir} and {gt_dir}")
-    return [(os.path.join(gt_dir, f), os.path.join(pred_dir, f)) for f in matched]
+        raise OptionError(f"no '{file_ending}' references with a prediction to evaluate in {gt_dir} and {pred_dir}")
+    return [(os.path.join(gt_dir, references[c]), os.path.join(pred_dir, predictions[c])) for c in matched]
+
+
+def _plain(values) -> list:
+    return [round(float(v), 6) for v in values]
+
+
+def _reader_for(path: str, reference_reader):
+    """The references' reader when it reads this file's ending (one convention for both), else
+    the first of nnU-Net's readers that does."""
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
+    ending = next(e for e in known_file_endings() if path.lower().endswith(e))
+    if ending in type(reference_reader).supported_file_endings:
+        return reference_reader
+    return determine_reader_writer_from_file_ending(ending, verbose=False)()
 
 
 def spatial_label_map(seg: np.ndarray, spacing: Sequence[float]) -> Tuple[np.ndarray, Tuple[float, ...]]:
@@ -72,19 +116,39 @@ def spatial_label_map(seg: np.ndarray, spacing: Sequence[float]) -> Tuple[np.nda
 
 
 def _evaluate_pair(reference_file: str, prediction_file: str, reader_writer, classes: Sequence[EvaluatedClass],
-                   ignore_label: Optional[int]) -> dict:
+                   ignore_label: Optional[int], declared: Sequence[int]) -> dict:
     reference, ref_props = reader_writer.read_seg(reference_file)
-    prediction, pred_props = reader_writer.read_seg(prediction_file)
+    prediction, pred_props = _reader_for(prediction_file, reader_writer).read_seg(prediction_file)
     if reference.shape != prediction.shape:
-        raise OptionError(f"shape mismatch: {reference_file} {reference.shape[1:]} vs "
-                         f"{prediction_file} {prediction.shape[1:]}")
+        raise OptionError(f"shape mismatch: {reference_file} {tuple(int(n) for n in reference.shape[1:])} vs "
+                         f"{prediction_file} {tuple(int(n) for n in prediction.shape[1:])}")
     if not np.allclose(ref_props["spacing"], pred_props["spacing"], rtol=1e-4):
-        raise OptionError(f"spacing mismatch: {reference_file} {list(ref_props['spacing'])} vs "
-                         f"{prediction_file} {list(pred_props['spacing'])}")
+        raise OptionError(f"spacing mismatch: {reference_file} {_plain(ref_props['spacing'])} vs "
+                         f"{prediction_file} {_plain(pred_props['spacing'])}")
     reference, spacing = spatial_label_map(reference, ref_props["spacing"])
     prediction, _ = spatial_label_map(prediction, ref_props["spacing"])
     return {"reference_file": reference_file, "prediction_file": prediction_file, "spacing": list(spacing),
-            "metrics": case_metrics(reference, prediction, spacing, classes, ignore_label)}
+            "metrics": case_metrics(reference, prediction, spacing, classes, ignore_label),
+            "undeclared_labels": {role: undeclared_label_counts(array, declared)
+                                  for role, array in (("prediction", prediction), ("reference", reference))}}
+
+
+def undeclared_label_counts(label_map: np.ndarray, declared: Sequence[int]) -> dict:
+    """label value -> voxels, for the values of `label_map` that dataset.json does not declare."""
+    values, counts = np.unique(label_map, return_counts=True)
+    return {int(v): int(n) for v, n in zip(values, counts) if int(v) not in declared}
+
+
+def _undeclared_summary(per_case: Sequence[dict], file_ending: str) -> dict:
+    """role -> label value -> {cases, voxels}: labels no class scores (each is a silent error)."""
+    summary = {"prediction": {}, "reference": {}}
+    for case in per_case:
+        for role, counts in case["undeclared_labels"].items():
+            for value, voxels in counts.items():
+                entry = summary[role].setdefault(str(value), {"cases": [], "voxels": 0})
+                entry["cases"].append(case_name(case[f"{role}_file"], file_ending))
+                entry["voxels"] += voxels
+    return summary
 
 
 def json_ready(obj):
@@ -102,10 +166,6 @@ def json_ready(obj):
 
 def _csv_number(value) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
-
-
-def case_name(path: str, file_ending: str) -> str:
-    return os.path.basename(path)[:-len(file_ending)]
 
 
 def write_csv_tables(summary: dict, classes: Sequence[EvaluatedClass], file_ending: str, output_dir: str) -> None:
@@ -142,6 +202,8 @@ def evaluate_folders(gt_dir: str, pred_dir: str, dataset_json_path: str, output_
     """
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
 
+    if not os.path.isfile(dataset_json_path):
+        raise MissingInputError(f"no dataset.json at {dataset_json_path}: give the file (-d path/to/dataset.json)")
     with open(dataset_json_path) as f:
         dataset_json = json.load(f)
     file_ending = dataset_json["file_ending"]
@@ -150,7 +212,8 @@ def evaluate_folders(gt_dir: str, pred_dir: str, dataset_json_path: str, output_
     pairs = pair_case_files(gt_dir, pred_dir, file_ending, allow_missing_predictions)
     reader_writer = determine_reader_writer_from_dataset_json(dataset_json, pairs[0][0], verbose=False)()
 
-    jobs = [(ref, pred, reader_writer, classes, ignore_label) for ref, pred in pairs]
+    jobs = [(ref, pred, reader_writer, classes, ignore_label, declared_labels(dataset_json["labels"]))
+            for ref, pred in pairs]
     if num_processes > 1:
         # spawn, as nnU-Net's evaluator: forking a process that has torch threads can deadlock
         with multiprocessing.get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
@@ -161,6 +224,7 @@ def evaluate_folders(gt_dir: str, pred_dir: str, dataset_json_path: str, output_
     statistics = summarise([case["metrics"] for case in per_case], classes)
     summary = json_ready({"metric_per_case": per_case, **statistics,
                            "label_names": {c.key: c.name for c in classes},
+                           "undeclared_labels": _undeclared_summary(per_case, file_ending),
                            "units": {"HD95": "mm", "ASD": "mm"}, "empty_mask_policy": EMPTY_POLICY})
     output_dir = pred_dir if output_dir is None else output_dir
     os.makedirs(output_dir, exist_ok=True)
@@ -186,5 +250,18 @@ def format_class_table(summary: dict) -> str:
         return (f"{n['n_cases']} | {n['n_both_empty']}/{n['n_reference_empty_only']}/"
                 f"{n['n_prediction_empty_only']}")
 
-    return per_class_table(summary["label_names"], [metric_column(m) for m in ("Dice", "HD95", "ASD")]
-                           + [("cases | empty both/ref/pred", counts)])
+    table = per_class_table(summary["label_names"], [metric_column(m) for m in ("Dice", "HD95", "ASD")]
+                            + [("cases | empty both/ref/pred", counts)])
+    return "\n".join([table] + undeclared_warnings(summary))
+
+
+def undeclared_warnings(summary: dict) -> List[str]:
+    """One WARNING line per label value found in predictions or references but not in dataset.json."""
+    lines = []
+    for role, values in summary.get("undeclared_labels", {}).items():
+        for value, entry in values.items():
+            cases = entry["cases"]
+            lines.append(f"WARNING: label {value} is in {len(cases)} {role}(s) ({entry['voxels']} voxels; "
+                         f"{', '.join(cases[:5])}{' ...' if len(cases) > 5 else ''}) but dataset.json does not "
+                         f"declare it: no class scores it, so the metrics above ignore it")
+    return lines

@@ -78,6 +78,14 @@ def classes_from_labels(labels: Mapping[str, LabelValue]) -> List[EvaluatedClass
     return classes
 
 
+def declared_labels(labels: Mapping[str, LabelValue]) -> Tuple[int, ...]:
+    """Every label value dataset.json declares (background, classes, region members, ignore)."""
+    values = set()
+    for value in labels.values():
+        values.update(int(v) for v in value) if isinstance(value, (list, tuple)) else values.add(int(value))
+    return tuple(sorted(values | {0}))
+
+
 def ignore_label_from_labels(labels: Mapping[str, LabelValue]) -> Optional[int]:
     value = labels.get("ignore")
     return None if value is None else int(value)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
+import warnings
 from typing import Mapping, Tuple, Union
 
 import torch
@@ -16,14 +18,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import BackboneSpec, FrozenDinoBackbone, get_backbone_spec
-from ..backbones.weights import (RANDOM_SETTING, WeightsError, WeightsSource, load_backbone_weights, locate_weights,
-                                 record_is_random)
+from ..backbones.weights import (RANDOM_SETTING, WEIGHTS_ENV_VAR, WeightsError, WeightsSource, describe_weights_record,
+                                 load_backbone_weights, locate_weights, record_is_random)
 
 #: state-dict entry that replaces the frozen backbone's tensors in slim checkpoints
 BACKBONE_RECORD_KEY = "nnunet_dino.backbone"
 
 #: `cpu_precision` settings: "auto" = bf16 autocast where the CPU computes bf16 natively, else fp32
 CPU_PRECISIONS = ("auto", "bf16", "fp32")
+
+RANDOM_MODEL_BANNER = (
+    "\n" + "!" * 78 + "\n"
+    "!! RANDOM FROZEN BACKBONE: this model was trained on a random backbone (its checkpoint says so).\n"
+    "!! It shows that the pipeline runs, NOT what the method can do: its predictions are not\n"
+    "!! comparable to the papers. Train with real DINO weights (nnUNet_dino_weights) for real work.\n"
+    + "!" * 78)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -172,19 +181,23 @@ class DinoSegmentationNetwork(nn.Module):
         finally:
             self._slim = False
 
+    def backbone_record(self) -> dict:
+        """What a slim checkpoint keeps of the frozen backbone: its name, weights source and sha256."""
+        if self.backbone.loaded_fingerprint is None:
+            raise RuntimeError("slim state dicts need backbone weights loaded through nnunet_dino "
+                               "(load_backbone_weights); save a full state dict instead")
+        return {"backbone": self.backbone.spec.name, "sha256": self.backbone.loaded_fingerprint,
+                "weights": dict(self.backbone.weights_info)}
+
     def state_dict(self, *args, **kwargs):
         state = super().state_dict(*args, **kwargs)
         if not self._slim:
             return state
-        if self.backbone.loaded_fingerprint is None:
-            raise RuntimeError("slim state dicts need backbone weights loaded through nnunet_dino "
-                               "(load_backbone_weights); save a full state dict instead")
+        record = self.backbone_record()
         prefix = kwargs.get("prefix", "") + "backbone."
         for key in [k for k in state if k.startswith(prefix)]:
             del state[key]
-        state[BACKBONE_RECORD_KEY] = {"backbone": self.backbone.spec.name,
-                                      "sha256": self.backbone.loaded_fingerprint,
-                                      "weights": dict(self.backbone.weights_info)}
+        state[BACKBONE_RECORD_KEY] = record
         return state
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -195,21 +208,63 @@ class DinoSegmentationNetwork(nn.Module):
             state.update({f"backbone.{k}": v for k, v in self.backbone.state_dict().items()})
         return super().load_state_dict(state, strict=strict, assign=assign)
 
+    def _announce(self, record: Mapping[str, object]) -> None:
+        """Say, once per set of weights, what the loaded checkpoint was trained with: a random
+        backbone, or weights other than those of the checkpoints loaded before (an ensemble of
+        folds trained with different weights)."""
+        if not hasattr(self, "_records_seen"):
+            self._records_seen = {}
+        seen = self._records_seen
+        if record["sha256"] in seen:
+            return
+        seen[record["sha256"]] = record
+        if record_is_random(record.get("weights")):
+            warnings.warn(RANDOM_MODEL_BANNER, stacklevel=3)
+        if len(seen) > 1:
+            warnings.warn("nnunet-dino: the checkpoints loaded into this network (e.g. the folds of one ensemble) "
+                          "were trained with DIFFERENT backbone weights: "
+                          + "; ".join(describe_weights_record(r) for r in seen.values())
+                          + ". Their predictions are averaged as if they were one model.", stacklevel=3)
+
     def _restore_backbone(self, record: Mapping[str, object]) -> None:
         """Make the backbone hold the weights the checkpoint was trained with (verified by sha256)."""
         if record["backbone"] != self.backbone.spec.name:
             raise WeightsError(f"This checkpoint was trained with backbone {record['backbone']}, but the network "
                                f"has {self.backbone.spec.name}.")
+        self._announce(record)
         if self.backbone.loaded_fingerprint == record["sha256"]:
             return  # already loaded (the predictor reloads every fold's weights for every case)
-        weights = record.get("weights", {})
-        random = record_is_random(weights)
-        trained_with = "RANDOM (seeded)" if random else weights.get("path") or "?"
-        source = WeightsSource(RANDOM_SETTING) if random else locate_weights(self.backbone.spec)
+        if not hasattr(self, "_backbone_states"):
+            self._backbone_states = {}  # an ensemble of folds with different weights: each loaded once
+        cache = self._backbone_states
+        if self.backbone.loaded_fingerprint is not None:  # keep what is replaced, the next case needs it again
+            cache[self.backbone.loaded_fingerprint] = ({k: v.clone() for k, v in self.backbone.vit.state_dict().items()},
+                                                       dict(self.backbone.weights_info))
+        if record["sha256"] in cache:
+            state, self.backbone.weights_info = cache[record["sha256"]]
+            self.backbone.vit.load_state_dict(state)
+            self.backbone.loaded_fingerprint = record["sha256"]
+            return
+        source = self._source_of(record)
         info = load_backbone_weights(self.backbone, source)  # also records info on the backbone
         if info["sha256"] != record["sha256"]:
             raise WeightsError(
                 f"The backbone weights from {source.describe()} (sha256 {info['sha256'][:12]}…) are not the ones "
-                f"this model was trained with ({trained_with}, sha256 {str(record['sha256'])[:12]}…). Point "
-                f"nnUNet_dino_weights at the file used for training, or use a self-contained checkpoint "
-                f"(`nnunet-dino bundle MODEL_FOLDER`).")
+                f"this model was trained with ({describe_weights_record(record)}). Point {WEIGHTS_ENV_VAR} at the file "
+                f"used for training, or use a self-contained checkpoint (`nnunet-dino bundle MODEL_FOLDER`).")
+
+    def _source_of(self, record: Mapping[str, object]) -> WeightsSource:
+        """Where the record's weights are: random, or nnUNet_dino_weights (an error names the file needed)."""
+        if record_is_random(record.get("weights")):
+            return WeightsSource(RANDOM_SETTING)
+        try:
+            return locate_weights(self.backbone.spec)
+        except WeightsError as error:
+            unset = not os.environ.get(WEIGHTS_ENV_VAR, "").strip()
+            reason = f"{WEIGHTS_ENV_VAR} is not set" if unset else str(error).split(". ")[0]
+            raise WeightsError(
+                f"This model's checkpoints do not contain its frozen backbone (slim checkpoints): it needs the "
+                f"weights it was trained with, {record.get('weights', {}).get('path') or '?'} (sha256 "
+                f"{record['sha256']}) for backbone {record['backbone']}. Set {WEIGHTS_ENV_VAR} to that file (or its folder), or use a "
+                f"self-contained checkpoint (`nnunet-dino bundle MODEL_FOLDER` where the file is available). "
+                f"({reason}.)") from None

@@ -12,6 +12,8 @@ from .scan import CaseScan, FileFacts
 from ..errors import UserError
 
 SPACING_RTOL = 1e-3  # relative: exporters round spacings differently; the output copies the image's
+ORIGIN_TOLERANCE = 0.1  # in voxels (of the smallest spacing): a smaller shift moves no label
+DIRECTION_TOLERANCE = 1e-3  # direction cosines (about 0.06 degrees): exporters' rounding only
 
 
 class OnboardingError(UserError, ValueError):
@@ -43,31 +45,53 @@ def _roles(scan: CaseScan) -> List[Tuple[str, FileFacts]]:
     return pairs + ([("mask", scan.mask)] if scan.mask else [])
 
 
+def _grid_notes(files: Sequence[Tuple[str, FileFacts]]) -> Tuple[str, str]:
+    """(kind, summary) of the first way a case's files disagree on their grid; ('', '') if they agree."""
+    if len({f.shape for _, f in files}) > 1:
+        return "shape", ", ".join(f"{role} {f.shape}" for role, f in files)
+    spatial = [(role, f.geometry) for role, f in files if f.geometry.spacing]
+    if not spatial:
+        return "", ""
+    if not all(np.allclose(g.spacing, spatial[0][1].spacing, rtol=SPACING_RTOL) for _, g in spatial):
+        return "spacing", ", ".join(f"{role} {_fmt(g.spacing)}" for role, g in spatial)
+    first = spatial[0][1]
+    shift = max(float(np.max(np.abs(np.subtract(g.origin, first.origin)))) for _, g in spatial)
+    if shift > ORIGIN_TOLERANCE * min(first.spacing):
+        return "origin", (", ".join(f"{role} {_fmt(g.origin)}" for role, g in spatial)
+                          + f"; differ by up to {shift:g} mm")
+    turn = max(float(np.max(np.abs(np.subtract(g.direction, first.direction)))) for _, g in spatial)
+    if turn > DIRECTION_TOLERANCE:
+        return "direction", (", ".join(f"{role} {_fmt(g.direction)}" for role, g in spatial)
+                             + f"; cosines differ by up to {turn:g}")
+    return "", ""
+
+
+_GRID_PROBLEMS = {  # kind -> (problem, what to do)
+    "shape": ("size mismatches between a case's images and mask (shapes in numpy order)",
+              "images and mask of a case must have the same size"),
+    "spacing": ("spacing mismatches between a case's images and mask (mm, numpy order)",
+                "resample one onto the other's grid"),
+    "origin": ("origin mismatches between a case's images and mask (mm, x/y/z as stored in the files)",
+               "the mask would be written with the image's origin, shifting the labels: resample the mask "
+               "onto the image's grid (or fix the header that is wrong)"),
+    "direction": ("direction mismatches between a case's images and mask (direction cosines as stored)",
+                  "the mask would be written with the image's orientation: resample the mask onto the "
+                  "image's grid (or fix the header that is wrong)"),
+}
+
+
 def _grid_problems(scans: Sequence[CaseScan]) -> List[Problem]:
-    """Within a case: channel files and mask must share shape and spacing."""
-    shape_notes: Dict[str, str] = {}
-    spacing_notes: Dict[str, str] = {}
+    """Within a case: channel files and mask must share shape, spacing, origin and direction."""
+    notes: Dict[str, Dict[str, str]] = {kind: {} for kind in _GRID_PROBLEMS}
     for scan in scans:
         files = _roles(scan)
         if len(files) < 2 or len(scan.images) != len(scan.files.images):
             continue
-        if len({f.shape for _, f in files}) > 1:
-            summary = ", ".join(f"{role} {f.shape}" for role, f in files)
-            shape_notes.update({f.path: summary for _, f in files})
-            continue
-        spacings = [f.geometry.spacing for _, f in files if f.geometry.spacing]
-        if spacings and not all(np.allclose(s, spacings[0], rtol=SPACING_RTOL) for s in spacings):
-            summary = ", ".join(f"{role} {_fmt(f.geometry.spacing)}" for role, f in files if f.geometry.spacing)
-            spacing_notes.update({f.path: summary for _, f in files})
-    problems = []
-    if shape_notes:
-        problems.append(Problem("size mismatches between a case's images and mask (shapes in numpy order)",
-                                list(shape_notes), "images and mask of a case must have the same size",
-                                shape_notes))
-    if spacing_notes:
-        problems.append(Problem("spacing mismatches between a case's images and mask (mm, numpy order)",
-                                list(spacing_notes), "resample one onto the other's grid", spacing_notes))
-    return problems
+        kind, summary = _grid_notes(files)
+        if kind:
+            notes[kind].update({f.path: summary for _, f in files})
+    return [Problem(problem, list(notes[kind]), detail, notes[kind])
+            for kind, (problem, detail) in _GRID_PROBLEMS.items() if notes[kind]]
 
 
 def _channel_problems(scans: Sequence[CaseScan]) -> List[Problem]:

@@ -6,9 +6,11 @@ images (PNG, JPEG, BMP, TIFF) have none.
 """
 from __future__ import annotations
 
+import gzip
 import os
+import zlib
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import BinaryIO, Optional, Tuple
 
 import numpy as np
 
@@ -59,6 +61,66 @@ def _read_natural(path: str, as_mask: bool) -> np.ndarray:
                                    "(one integer per class)")
         array = array[..., 0]
     return array
+
+
+CHUNK = 1 << 20          # compressed bytes read at a time
+MAX_OUTPUT = 1 << 24     # decompressed bytes produced at a time (highly compressible masks)
+
+
+def _inflate_to_end(stream: BinaryIO, decompressor) -> bool:
+    """Feed the rest of `stream` to a zlib decompressor, discarding the output; True if the
+    compressed stream reached its end marker (a truncated file never does)."""
+    while not decompressor.eof:
+        data = stream.read(CHUNK)
+        if not data:
+            return False
+        while data and not decompressor.eof:
+            decompressor.decompress(data, MAX_OUTPUT)
+            data = decompressor.unconsumed_tail
+    return True
+
+
+def _header_fields(stream: BinaryIO, separator: bytes, last_key: Optional[bytes]) -> dict:
+    """Text header fields (lower-case keys) up to a blank line (NRRD) or the `last_key` line (MetaImage);
+    `stream` is left at the first data byte."""
+    fields = {}
+    for line in iter(stream.readline, b""):
+        text = line.strip()
+        if not text and last_key is None:
+            break
+        key, _, value = text.partition(separator)
+        fields[key.strip().lower()] = value.strip().lower()
+        if last_key is not None and key.strip().lower() == last_key:
+            break
+    return fields
+
+
+def check_complete(path: str) -> None:
+    """Read a compressed file's whole stream and check that it ends properly: SimpleITK reads a
+    truncated .nii.gz (or compressed .nrrd/.mha) without complaint and pads it with zeros."""
+    lower = path.lower()
+    try:
+        if lower.endswith(".gz"):
+            with gzip.open(path, "rb") as stream:  # checks the end marker, CRC and length
+                while stream.read(MAX_OUTPUT):
+                    pass
+            return
+        if not lower.endswith((".nrrd", ".mha")):
+            return
+        with open(path, "rb") as stream:
+            if lower.endswith(".nrrd"):
+                fields = _header_fields(stream, b":", None)
+                compressed = fields.get(b"encoding") in (b"gzip", b"gz")
+                wbits = 16 + zlib.MAX_WBITS
+            else:
+                fields = _header_fields(stream, b"=", b"elementdatafile")
+                compressed = fields.get(b"compresseddata") == b"true" and fields.get(b"elementdatafile") == b"local"
+                wbits = zlib.MAX_WBITS
+            if compressed and not _inflate_to_end(stream, zlib.decompressobj(wbits)):
+                raise EOFError("the compressed data ends before its end marker")
+    except (EOFError, OSError, zlib.error) as error:
+        raise UnsupportedImage(f"truncated or corrupt compressed file ({error}): SimpleITK would fill the "
+                               f"missing part with zeros; copy or export the file again") from None
 
 
 def read_array(path: str, as_mask: bool = False) -> Tuple[np.ndarray, Geometry]:

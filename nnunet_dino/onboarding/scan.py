@@ -8,7 +8,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .imageio import Geometry, UnsupportedImage, components_of, read_array
+from .imageio import Geometry, UnsupportedImage, check_complete, components_of, read_array
 from .naming import CaseFiles
 
 NON_INTEGER_EXAMPLES = 5
@@ -40,6 +40,7 @@ def _spatial_shape(array: np.ndarray, geometry: Geometry) -> Tuple[int, ...]:
 
 
 def _image_facts(path: str) -> FileFacts:
+    check_complete(path)
     array, geometry = read_array(path)
     finite = np.isfinite(array) if np.issubdtype(array.dtype, np.floating) else None
     if finite is not None and not finite.all():
@@ -61,6 +62,7 @@ def count_labels(array: np.ndarray) -> Dict[int, int]:
 
 
 def _mask_facts(path: str) -> FileFacts:
+    check_complete(path)
     array, geometry = read_array(path, as_mask=True)
     facts = FileFacts(path, _spatial_shape(array, geometry), geometry)
     if np.issubdtype(array.dtype, np.floating):

@@ -4,7 +4,8 @@ Per-paper trainers only declare data (class attributes): the network class, the 
 paper's optimiser. This base owns every integration rule, hook by hook:
 
 - `__init__` (exact 2.8.1 signature): refuses non-2D configurations *before* nnU-Net creates any
-  folder; resolves the weights (refusing to start without them); rounds the 2D patch to a multiple
+  folder; resolves the weights and checks their names and shapes (refusing to start without
+  usable ones, before any fold folder exists); rounds the 2D patch to a multiple
   of the ViT patch (and of the adapter's stride) *in the plans*, so `nnUNetv2_predict` tiles with it.
 - `build_network_architecture` (classmethod, also called by the predictor with no trainer
   instance): builds the network from class attributes plus the record kept in the plans.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import os
 import random
-import warnings
+import time
 from typing import Dict, Optional, Type
 
 import numpy as np
@@ -32,11 +33,16 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from ..backbones import BackboneSpec, get_backbone_spec, load_backbone_weights, locate_weights
+from ..backbones.weights import describe_weights_record
+from ..backbones.weights_check import check_weights_source
 from ..networks.base import DinoSegmentationNetwork, count_parameters
-from ..plans import PLANS_RECORD_KEY, dino_record, rounded_patch_size, trained_on_random_backbone, update_configuration
+from ..plans import PLANS_RECORD_KEY, dino_record, rounded_patch_size, update_configuration
+from ..errors import UserError
+from .records import CHECKPOINT_ORDER, other_folds_weights, write_atomically, write_fold_weights_record
 from .schedules import EpochLRSchedule
 
 SEED_ENV_VAR = "nnUNet_dino_seed"
+TEST_PAUSE_ENV_VAR = "nnUNet_dino_test_pause"  # test-only, see pause_for_test
 RANDOM_BACKBONE_WARNING_FILE = "RANDOM_BACKBONE_WARNING.txt"
 DEBUG_RUN = (2, 15, 2)  # `_debug` twins: epochs, iterations per epoch, validation iterations
 
@@ -46,6 +52,24 @@ RANDOM_BACKBONE_BANNER = (
     "!! so this model shows that the pipeline runs, NOT what the method can do. Results are not\n"
     "!! comparable to the papers. Point nnUNet_dino_weights at real DINO weights for real work.\n"
     + "!" * 78)
+
+
+class CorruptCheckpointsError(UserError, RuntimeError):
+    """`--c`, but no checkpoint of the fold can be read."""
+
+
+def pause_for_test(point: str) -> None:
+    """TEST-ONLY hook for deterministic kill-and-resume tests: when the environment variable
+    `nnUNet_dino_test_pause` is `POINT=MARKER_FILE` and `point` equals POINT (e.g. 'epoch 1', or a
+    checkpoint name, which pauses after the temporary file is written and before it replaces the
+    checkpoint), write MARKER_FILE and wait to be killed. Unset in any real run."""
+    setting = os.environ.get(TEST_PAUSE_ENV_VAR, "")
+    if setting.partition("=")[0] != point:
+        return
+    with open(setting.partition("=")[2], "w") as f:
+        f.write(f"{os.getpid()}\n")
+    while True:
+        time.sleep(1)
 
 
 class NotEnoughMemoryError(RuntimeError):
@@ -75,8 +99,11 @@ class nnUNetTrainerDino(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         self._check_configuration(plans, configuration)  # before nnU-Net writes anything
-        self.weights_source = locate_weights(self.backbone_spec())  # refuse early, write nothing
+        self.weights_source = locate_weights(self.backbone_spec())  # refuse early, write nothing:
+        check_weights_source(self.weights_source, self.backbone_spec())  # unreadable or another model
+        resuming = bool(plans.get("continue_training"))  # nnUNetv2_train --c (nnU-Net pops the key)
         super().__init__(plans, configuration, fold, dataset_json, device)
+        self.resuming = resuming
         self._seed_everything()
         self.enable_deep_supervision = False
         self.initial_lr = self.learning_rate
@@ -137,13 +164,11 @@ class nnUNetTrainerDino(nnUNetTrainer):
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> nn.Module:
         """Deterministic from plans + class attributes (the predictor calls it without an instance).
-        Loads no weights: training loads them in `initialize`, prediction from the checkpoint."""
+        Loads no weights: training loads them in `initialize`, prediction from each fold's checkpoint
+        (whose record, not the plans shared by all folds, says what the fold was trained with)."""
         ndim = len(configuration_manager.patch_size)
         if ndim != 2:
             raise _unsupported_configuration(cls.__name__, "this", ndim)
-        if trained_on_random_backbone(configuration_manager):
-            warnings.warn(RANDOM_BACKBONE_BANNER + "\nThis model was trained on a random frozen backbone.",
-                          stacklevel=2)
         # nnU-Net's rgb_to_0_1 gives [0, 1] RGB: apply the ImageNet affine DINO was trained with.
         imagenet = num_input_channels == 3 and all(
             n == "RGBTo01Normalization" for n in configuration_manager.normalization_schemes)
@@ -171,8 +196,21 @@ class nnUNetTrainerDino(nnUNetTrainer):
                                f"{net.backbone.spec.label}; weights {info['format']} from {info['path'] or '-'}")
         if self.weights_source.is_random:
             self.print_to_log_file(RANDOM_BACKBONE_BANNER)
+        self._compare_with_other_folds(net.backbone_record())
+
+    def _compare_with_other_folds(self, record: dict) -> None:
+        """Warn when this fold is trained with other weights than the model's existing folds (their
+        ensemble, and a cross-validation over them, would mix models)."""
+        others = {fold: r for fold, r in other_folds_weights(self.output_folder).items()
+                  if r.get("sha256") != record["sha256"]}
+        if others:
+            self.print_to_log_file(
+                f"WARNING nnunet-dino: this fold is trained with {describe_weights_record(record)}, but "
+                + "; ".join(f"{fold} was trained with {describe_weights_record(r)}" for fold, r in others.items())
+                + ". An ensemble or cross-validation of these folds mixes different models.")
 
     def train_step(self, batch: dict) -> dict:
+        pause_for_test(f"epoch {self.current_epoch}")
         try:
             result = super().train_step(batch)
         except RuntimeError as error:  # torch.OutOfMemoryError (CUDA) is a RuntimeError, CPU allocation too
@@ -190,9 +228,45 @@ class nnUNetTrainerDino(nnUNetTrainer):
 
     def save_checkpoint(self, filename: str) -> None:
         """Slim: the frozen backbone is replaced by a record (name, source, sha256) and reloaded from
-        nnUNet_dino_weights by prediction, --c and --val. `nnunet-dino bundle` makes them self-contained."""
-        with self.unwrapped_network.slim_state_dict():
-            super().save_checkpoint(filename)
+        nnUNet_dino_weights by prediction, --c and --val. `nnunet-dino bundle` makes them self-contained.
+        Atomic: written to a temporary file in the fold folder, flushed and renamed, so a killed run
+        keeps its previous checkpoint. The weights record is also written beside it (records.py)."""
+        if self.local_rank != 0 or self.disable_checkpointing:
+            return super().save_checkpoint(filename)
+        net = self.unwrapped_network
+
+        def write(temporary: str) -> None:
+            with net.slim_state_dict():
+                super(nnUNetTrainerDino, self).save_checkpoint(temporary)
+            pause_for_test(os.path.basename(filename))
+
+        write_atomically(filename, write)
+        write_fold_weights_record(self.output_folder, net.backbone_record())
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        """As nnU-Net's, but a corrupt checkpoint of this fold (a run killed by an older version, a
+        disk error) falls back to the next valid one in nnU-Net's order: final, latest, best."""
+        if not isinstance(filename_or_checkpoint, str) or not self.resuming:
+            return super().load_checkpoint(filename_or_checkpoint)
+        names = CHECKPOINT_ORDER[CHECKPOINT_ORDER.index(os.path.basename(filename_or_checkpoint)):] \
+            if os.path.basename(filename_or_checkpoint) in CHECKPOINT_ORDER else ()
+        candidates = [filename_or_checkpoint] + [os.path.join(self.output_folder, n) for n in names[1:]]
+        failures = []
+        for path in candidates:
+            if not os.path.isfile(path):
+                continue
+            try:  # memory-mapped: a cheap readability check before nnU-Net's own load
+                epoch = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["current_epoch"]
+            except Exception as error:  # noqa: BLE001 - truncated or corrupt: try the next one
+                failures.append(f"{os.path.basename(path)} ({type(error).__name__}: {str(error).split('. ')[0]})")
+                continue
+            if failures:
+                self.print_to_log_file(f"nnunet-dino: cannot read {', '.join(failures)}: corrupt. Resuming "
+                                       f"from {os.path.basename(path)} (epoch {epoch}) instead.")
+            return super().load_checkpoint(path)
+        raise CorruptCheckpointsError(
+            f"Cannot resume {self.output_folder}: every checkpoint is corrupt ({', '.join(failures)}). Delete "
+            f"them to train this fold from scratch (without --c), or restore them from a backup.")
 
     def set_deep_supervision_enabled(self, enabled: bool):
         pass  # one full-resolution output; nnU-Net toggles this around validation regardless
