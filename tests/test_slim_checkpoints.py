@@ -92,6 +92,35 @@ def test_loaded_checkpoints_say_what_they_were_trained_with(tmp_path, monkeypatc
     assert "DIFFERENT backbone weights" in messages[1] and str(weights) in messages[1] and "RANDOM" in messages[1]
 
 
+def test_the_checkpoint_record_carries_the_position_embedding_rule(tmp_path, monkeypatch):
+    """One source for the DINOv2 resize rule: the weights' format decides it at load time (the family's
+    rule), slim checkpoints re-derive it from the same file, bundled ones carry it in their record."""
+    from transformers import Dinov2Config, Dinov2Model
+    from nnunet_dino.networks.udfa import UDFA
+    spec = get_backbone_spec("dinov2_vits14").variant("tiny_rule_dinov2", embed_dim=64, depth=4, num_heads=4,
+                                                       img_size=56)
+    hf = Dinov2Model(Dinov2Config(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
+                                  patch_size=14, image_size=56))
+    hf.save_pretrained(tmp_path / "tiny_rule_dinov2")
+    kwargs = dict(spa_channels=(8, 8, 8, 8, 8), bottleneck_channels=8)
+    trained = UDFA(1, 2, backbone=spec, **kwargs)
+    load_backbone_weights(trained.backbone, WeightsSource("folder", str(tmp_path / "tiny_rule_dinov2")))
+    assert trained.backbone.pos_embed_resize == "hf"
+    bundled = trained.bundled_state_dict()
+    fresh = UDFA(1, 2, backbone=spec, **kwargs)
+    assert fresh.backbone.pos_embed_resize == "meta"  # the constructor's default: nothing read from plans
+    fresh.load_state_dict(bundled)
+    assert fresh.backbone.pos_embed_resize == "hf" and fresh.backbone.loaded_fingerprint == trained.backbone.fingerprint()
+    x = torch.randn(1, 1, 42, 70)  # another grid than the weights' 4 x 4: the rule matters
+    assert torch.equal(fresh.eval()(x), trained.eval()(x))
+    with trained.slim_state_dict():
+        slim = trained.state_dict()
+    monkeypatch.setenv("nnUNet_dino_weights", str(tmp_path / "tiny_rule_dinov2"))
+    restored = UDFA(1, 2, backbone=spec, **kwargs)
+    restored.load_state_dict(slim)
+    assert restored.backbone.pos_embed_resize == "hf"
+
+
 def test_train_predict_resume_validate_and_bundle_through_the_cli(synthetic_2d, tmp_path):
     env = dict(synthetic_2d["env"], nnUNet_results=str(tmp_path / "results"), nnUNet_dino_weights="random")
     train(990, TRAINER, env)
@@ -113,7 +142,7 @@ def test_train_predict_resume_validate_and_bundle_through_the_cli(synthetic_2d, 
     cli = os.path.join(os.path.dirname(sys.executable), "nnunet-dino")
     subprocess.run([cli, "bundle", model], env=env, check=True, stdout=subprocess.DEVNULL)
     weights = torch.load(final, map_location="cpu", weights_only=False)["network_weights"]
-    assert BACKBONE_RECORD_KEY not in weights and any(k.startswith("backbone.vit.") for k in weights)
+    assert weights[BACKBONE_RECORD_KEY]["weights_included"] and any(k.startswith("backbone.vit.") for k in weights)
     print(f"checkpoint_final: slim {slim_size / 1e6:.1f} MB, self-contained {os.path.getsize(final) / 1e6:.1f} MB")
     assert slim_size < 0.5 * os.path.getsize(final)
     bundled = dict(env)

@@ -169,7 +169,10 @@ class DinoSegmentationNetwork(nn.Module):
     # The frozen backbone never changes, so checkpoints need not carry it (a ViT-B is 344 MB, in
     # every checkpoint of every fold). In slim mode, state_dict() replaces the backbone's tensors by
     # one record (name, weights source, sha256); load_state_dict() restores them from
-    # nnUNet_dino_weights and checks the hash. Full state dicts load as usual.
+    # nnUNet_dino_weights and checks the hash. A bundled (self-contained) state dict keeps the tensors
+    # AND the record, marked `weights_included`. Either way the record is the one source of what the
+    # backbone was loaded with, the position-embedding resize rule included; plain full state dicts
+    # load as usual.
     _slim = False
 
     @contextlib.contextmanager
@@ -200,9 +203,22 @@ class DinoSegmentationNetwork(nn.Module):
         state[BACKBONE_RECORD_KEY] = record
         return state
 
+    def bundled_state_dict(self) -> dict:
+        """Every tensor, the frozen backbone's included, plus its record (for sharing a model)."""
+        state = super().state_dict()
+        state[BACKBONE_RECORD_KEY] = dict(self.backbone_record(), weights_included=True)
+        return state
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         state = dict(state_dict)
         record = state.pop(BACKBONE_RECORD_KEY, None)
+        if record is not None and record.get("weights_included"):
+            self._announce(record)
+            result = super().load_state_dict(state, strict=strict, assign=assign)
+            self.backbone.weights_info = dict(record["weights"])
+            self.backbone.loaded_fingerprint = record["sha256"]
+            self.backbone.pos_embed_resize = record["weights"].get("pos_embed_resize", self.backbone.pos_embed_resize)
+            return result
         if record is not None:
             self._restore_backbone(record)
             state.update({f"backbone.{k}": v for k, v in self.backbone.state_dict().items()})

@@ -69,6 +69,7 @@ def bundle_model_folder(model_folder: str) -> list:
     the files rewritten (already self-contained ones are left alone)."""
     import torch
     from ..networks.base import BACKBONE_RECORD_KEY
+    from ..training.records import write_atomically
     _require_model_folder(model_folder)
     files = sorted(glob.glob(os.path.join(model_folder, "fold_*", "checkpoint_*.pth")))
     if not files:
@@ -76,13 +77,12 @@ def bundle_model_folder(model_folder: str) -> list:
     network, rewritten = None, []
     for path in files:
         checkpoint = load_checkpoint(path)
-        if BACKBONE_RECORD_KEY not in checkpoint["network_weights"]:
-            continue
+        record = checkpoint["network_weights"].get(BACKBONE_RECORD_KEY)
+        if record is None or record.get("weights_included"):
+            continue  # not a plugin model, or self-contained already
         network = network or network_for_model_folder(model_folder, checkpoint)
         network.load_state_dict(checkpoint["network_weights"])  # restores + verifies the backbone
-        checkpoint["network_weights"] = network.state_dict()
-        tmp = path + ".tmp"
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
+        checkpoint["network_weights"] = network.bundled_state_dict()
+        write_atomically(path, lambda temporary: torch.save(checkpoint, temporary))
         rewritten.append(path)
     return rewritten

@@ -36,7 +36,7 @@ from ..backbones import BackboneSpec, get_backbone_spec, load_backbone_weights, 
 from ..backbones.weights import describe_weights_record
 from ..backbones.weights_check import check_weights_source
 from ..networks.base import DinoSegmentationNetwork, count_parameters
-from ..plans import PLANS_RECORD_KEY, dino_record, rounded_patch_size, update_configuration
+from ..plans import PLANS_RECORD_KEY, rounded_patch_size, update_configuration
 from ..errors import UserError
 from .records import CHECKPOINT_ORDER, other_folds_weights, write_atomically, write_fold_weights_record
 from .schedules import EpochLRSchedule
@@ -173,9 +173,7 @@ class nnUNetTrainerDino(nnUNetTrainer):
         imagenet = num_input_channels == 3 and all(
             n == "RGBTo01Normalization" for n in configuration_manager.normalization_schemes)
         return cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,
-                                 backbone=cls.backbone, imagenet_normalize=imagenet,
-                                 pos_embed_resize=dino_record(configuration_manager).get("pos_embed_resize", "meta"),
-                                 **cls.network_kwargs)
+                                 backbone=cls.backbone, imagenet_normalize=imagenet, **cls.network_kwargs)
 
     @property
     def unwrapped_network(self) -> DinoSegmentationNetwork:
