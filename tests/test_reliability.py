@@ -18,7 +18,7 @@ from nnunet_dino.datasets.synthetic import make_synthetic_2d, make_synthetic_3d
 from nnunet_dino.nnunet import nnunet_command, nnunet_environment, plan_and_preprocess, predict, train
 from nnunet_dino.training.base import NotEnoughMemoryError, RANDOM_BACKBONE_WARNING_FILE, TEST_PAUSE_ENV_VAR
 from nnunet_dino.training.trainers import nnUNetTrainerSegDINO_debug
-from nnunet_helpers import clean_environment, make_trainer, results_folder
+from nnunet_helpers import clean_environment, foreground_dice_baseline, make_trainer, results_folder
 
 TRAINER = "nnUNetTrainerSegDINO_debug"
 
@@ -148,7 +148,46 @@ def _as_regions(folder):
 
 
 @pytest.mark.parametrize("kind", ["rgb_png", "four_channel_3d", "ignore_label", "regions"])
-def test_data_catalogue_trains_and_validates(tmp_path, kind):
+def _initialised_trainer(env, folder, monkeypatch):
+    """The debug trainer of the planned dataset, initialised in-process (network, loss, label manager)."""
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(var, env[var])
+    monkeypatch.setenv("nnUNet_dino_weights", "random")
+    trainer = make_trainer(nnUNetTrainerSegDINO_debug, env["nnUNet_preprocessed"], os.path.basename(folder), fold=1)
+    trainer.initialize()
+    return trainer
+
+
+def _check_ignored_pixels_leave_the_loss(trainer, validation_folder):
+    """Logits under the ignore label change nothing in the loss; anywhere else they do; and validation never
+    predicts the ignore label."""
+    assert trainer.label_manager.ignore_label == 3
+    torch.manual_seed(0)
+    logits = torch.randn(2, trainer.label_manager.num_segmentation_heads, 32, 40)
+    target = torch.randint(0, 3, (2, 1, 32, 40)).float()
+    target[..., :8] = 3
+    base = trainer.loss(logits, target)
+    changed = logits.clone()
+    changed[..., :8] += 5 * torch.randn_like(changed[..., :8])
+    assert torch.allclose(trainer.loss(changed, target), base)
+    changed[..., 20] += 5
+    assert not torch.allclose(trainer.loss(changed, target), base)
+    for f in os.listdir(validation_folder):
+        if f.endswith(".png"):
+            assert 3 not in np.unique(imread(os.path.join(validation_folder, f))), f
+
+
+def _check_regions_are_predicted_as_nested_masks(trainer, summary):
+    """One sigmoid output per region (DC + BCE), scored per region; the outer region is learned."""
+    from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
+    assert trainer.label_manager.has_regions and isinstance(trainer.loss, DC_and_BCE_loss)
+    with torch.no_grad():
+        assert trainer.network(torch.zeros(1, 1, 64, 80)).shape[1] == 2
+    assert set(summary["mean"]) == {"(1, 2)", "2"}
+    assert summary["mean"]["(1, 2)"]["Dice"] > foreground_dice_baseline(summary)["(1, 2)"]
+
+
+def test_data_catalogue_trains_and_validates(tmp_path, kind, monkeypatch):
     env = _fresh(tmp_path)
     if kind == "four_channel_3d":
         folder = make_synthetic_3d(env["nnUNet_raw"], 991, num_train=5, num_channels=4)
@@ -160,7 +199,11 @@ def test_data_catalogue_trains_and_validates(tmp_path, kind):
     train(dataset_id, TRAINER, env)  # ends with nnU-Net's own validation: prediction of held-out cases
     fold = os.path.join(results_folder(env, os.path.basename(folder), TRAINER), "fold_0", "validation")
     summary = json.load(open(os.path.join(fold, "summary.json")))
-    assert summary["metric_per_case"] and 0 <= summary["foreground_mean"]["Dice"] <= 1
+    assert len(summary["metric_per_case"]) >= 1
+    if kind == "ignore_label":
+        _check_ignored_pixels_leave_the_loss(_initialised_trainer(env, folder, monkeypatch), fold)
+    if kind == "regions":
+        _check_regions_are_predicted_as_nested_masks(_initialised_trainer(env, folder, monkeypatch), summary)
     if kind == "four_channel_3d":
         case = next(f for f in os.listdir(fold) if f.endswith(".nii.gz"))
         assert sitk.ReadImage(os.path.join(fold, case)).GetSize()[::-1] == (6, 48, 64)
