@@ -34,6 +34,8 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from ..backbones import BackboneSpec, get_backbone_spec, load_backbone_weights, locate_weights
 from ..networks.base import DinoSegmentationNetwork, count_parameters
 from ..plans import PLANS_RECORD_KEY, dino_record, rounded_patch_size, trained_on_random_backbone, update_configuration
+from ..networks.input_recipes import apply_input_recipe
+from .input_recipe import INPUT_RECIPE_KEY, describe, input_recipe_record, input_record
 from .schedules import EpochLRSchedule
 
 SEED_ENV_VAR = "nnUNet_dino_seed"
@@ -71,11 +73,14 @@ class nnUNetTrainerDino(nnUNetTrainer):
     warmup_epochs: int = 0
     debug_run: bool = False                 # `_debug` twins: 2 short epochs, for tests
     seed: Optional[int] = None              # fixed seed (debug twins: 0); env nnUNet_dino_seed overrides
+    input_recipe: str = "auto"              # 'auto' | 'zscore' | 'rgb' | 'ct_windows' | 'meddinov3' (input_recipe.py)
+    input_recipe_options: Dict[str, object] = {}  # ct_windows: {'windows': [preset or (width, level)] * 3}
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         self._check_configuration(plans, configuration)  # before nnU-Net writes anything
         self.weights_source = locate_weights(self.backbone_spec())  # refuse early, write nothing
+        input_recipe = input_recipe_record(type(self), PlansManager(plans), configuration, self.weights_source)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self._seed_everything()
         self.enable_deep_supervision = False
@@ -90,7 +95,8 @@ class nnUNetTrainerDino(nnUNetTrainer):
             self.print_to_log_file(f"nnunet-dino: patch size {self.configuration_manager.patch_size} -> "
                                    f"{list(patch)} (multiple of {self.patch_multiple()}), written to the plans")
         self.plans_manager, self.configuration_manager = update_configuration(
-            self.plans_manager, configuration, patch_size=list(patch))
+            self.plans_manager, configuration, patch_size=list(patch), **{INPUT_RECIPE_KEY: input_recipe})
+        self.print_to_log_file(f"nnunet-dino: {describe(input_recipe)}")
         self.print_to_log_file(f"nnunet-dino: backbone {self.backbone}, weights: {self.weights_source.describe()}")
         if self.weights_source.is_random:
             self.print_to_log_file(RANDOM_BACKBONE_BANNER)
@@ -144,13 +150,15 @@ class nnUNetTrainerDino(nnUNetTrainer):
         if trained_on_random_backbone(configuration_manager):
             warnings.warn(RANDOM_BACKBONE_BANNER + "\nThis model was trained on a random frozen backbone.",
                           stacklevel=2)
-        # nnU-Net's rgb_to_0_1 gives [0, 1] RGB: apply the ImageNet affine DINO was trained with.
-        imagenet = num_input_channels == 3 and all(
+        # plans without a recorded input recipe: nnU-Net's rgb_to_0_1 [0, 1] RGB gets the ImageNet affine
+        recipe = input_record(configuration_manager)
+        imagenet = not recipe and num_input_channels == 3 and all(
             n == "RGBTo01Normalization" for n in configuration_manager.normalization_schemes)
-        return cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,
-                                 backbone=cls.backbone, imagenet_normalize=imagenet,
-                                 pos_embed_resize=dino_record(configuration_manager).get("pos_embed_resize", "meta"),
-                                 **cls.network_kwargs)
+        network = cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,
+                                    backbone=cls.backbone, imagenet_normalize=imagenet,
+                                    pos_embed_resize=dino_record(configuration_manager).get("pos_embed_resize", "meta"),
+                                    **cls.network_kwargs)
+        return apply_input_recipe(network, recipe)
 
     @property
     def unwrapped_network(self) -> DinoSegmentationNetwork:
@@ -165,6 +173,8 @@ class nnUNetTrainerDino(nnUNetTrainer):
                   "pos_embed_resize": net.backbone.pos_embed_resize, "weights": info}
         self.plans_manager, self.configuration_manager = update_configuration(
             self.plans_manager, self.configuration_name, **{PLANS_RECORD_KEY: record})
+        for note in info.get("notes", ()):  # e.g. training-checkpoint heads dropped
+            self.print_to_log_file(f"nnunet-dino: {note}")
         trainable, total = count_parameters(net)
         self.print_to_log_file(f"nnunet-dino: {type(net).__name__} parameters: trainable {trainable:,} / total "
                                f"{total:,} ({100 * trainable / total:.1f} % trainable); frozen backbone "
