@@ -9,7 +9,7 @@ attention (without RoPE it would add the same q.b to a whole logit row and cance
 from __future__ import annotations
 
 import re
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -151,6 +151,38 @@ def timm_to_meta(state: Dict[str, torch.Tensor], vit) -> Dict[str, torch.Tensor]
     return out
 
 
+def timm_to_hf(state: Dict[str, torch.Tensor], spec, vit) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """timm Eva -> transformers `DINOv3ViTModel` folder tensors and config (the inverse of `hf_to_timm`)."""
+    dim = state["cls_token"].shape[-1]
+    out = {"embeddings.cls_token": state["cls_token"], "embeddings.mask_token": torch.zeros(1, 1, dim),
+           "embeddings.register_tokens": state["reg_token"], "norm.weight": state["norm.weight"],
+           "norm.bias": state["norm.bias"], "embeddings.patch_embeddings.weight": state["patch_embed.proj.weight"],
+           "embeddings.patch_embeddings.bias": state["patch_embed.proj.bias"]}
+    gated = "blocks.0.mlp.fc1_g.weight" in state
+    mlp = {"fc1_g": "gate_proj", "fc1_x": "up_proj", "fc2": "down_proj"} if gated else {"fc1": "up_proj", "fc2": "down_proj"}
+    biases = "blocks.0.attn.q_bias" in state
+    for i in range(len(vit.blocks)):
+        b, h = f"blocks.{i}.", f"layer.{i}."
+        for name, tensor in zip("qkv", state[b + "attn.qkv.weight"].chunk(3)):
+            out[h + f"attention.{name}_proj.weight"] = tensor
+        if biases:
+            out[h + "attention.q_proj.bias"], out[h + "attention.v_proj.bias"] = state[b + "attn.q_bias"], state[b + "attn.v_bias"]
+        out[h + "layer_scale1.lambda1"], out[h + "layer_scale2.lambda1"] = state[b + "gamma_1"], state[b + "gamma_2"]
+        for part in ("weight", "bias"):
+            out[h + f"attention.o_proj.{part}"] = state[b + f"attn.proj.{part}"]
+            for norm in ("norm1", "norm2"):
+                out[h + f"{norm}.{part}"] = state[b + f"{norm}.{part}"]
+            for ours, theirs in mlp.items():
+                out[h + f"mlp.{theirs}.{part}"] = state[b + f"mlp.{ours}.{part}"]
+    config = {"model_type": "dinov3_vit", "architectures": ["DINOv3ViTModel"], "hidden_size": dim,
+              "intermediate_size": state["blocks.0.mlp.fc2.weight"].shape[1], "num_hidden_layers": len(vit.blocks),
+              "num_attention_heads": spec.num_heads, "patch_size": spec.patch_size, "layer_norm_eps": vit.norm.eps,
+              "query_bias": biases, "key_bias": False, "value_bias": biases, "use_gated_mlp": gated,
+              "hidden_act": "silu" if gated else "gelu", "num_register_tokens": spec.num_register_tokens,
+              "rope_theta": 100.0, "layerscale_value": 1.0, "image_size": 224, "num_channels": 3}
+    return out, config
+
+
 def to_timm(state: Dict[str, torch.Tensor], fmt: str, vit) -> Dict[str, torch.Tensor]:
     """A state dict of layout `fmt` (as `detect_format` says) -> timm keys."""
     if fmt == "hf":
@@ -164,5 +196,5 @@ FAMILY = register_family(BackboneFamily(
                  "dinov3_vits16_pretrain_lvd1689m-08c60483.pth) or the Hugging Face models facebook/dinov3-*",
     embed_tokens=embed_tokens, run_block=run_block, detect_format=detect_format, to_timm=to_timm,
     pos_embed_rule=lambda fmt, spec, current: current,  # RoPE: nothing is resized
-    timm_to_meta=timm_to_meta,
+    timm_to_meta=timm_to_meta, timm_to_hf=timm_to_hf,
 ))

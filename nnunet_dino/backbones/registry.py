@@ -27,7 +27,8 @@ class BackboneFamily:
     detect_format(state) -> 'hf' | 'meta' | 'timm' | None; to_timm(state, fmt, vit) -> timm state dict;
     pos_embed_rule(fmt, spec, current) -> the resize rule that reproduces the weights' source;
     timm_kwargs(spec) -> extra `timm.create_model` arguments;
-    timm_to_meta(state, vit) -> the official (Meta) layout of a timm state dict (`weights convert`)."""
+    timm_to_meta(state, vit) -> the official (Meta) layout of a timm state dict (`weights convert`);
+    timm_to_hf(state, spec, vit) -> (transformers state dict, config.json dict)."""
     name: str
     where_to_get: str
     embed_tokens: Callable
@@ -38,6 +39,7 @@ class BackboneFamily:
     timm_kwargs: Callable = lambda spec: {}
     pos_embed_modes: Tuple[str, ...] = ()   # accepted `pos_embed_resize` values (empty: not used)
     timm_to_meta: Optional[Callable] = None
+    timm_to_hf: Optional[Callable] = None
 
 
 def register_family(family: BackboneFamily) -> BackboneFamily:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from typing import Dict, List, Optional, Tuple
 
 import torch
 
 from ..errors import ExistingOutputError, MissingInputError, OptionError, UserError
 from .frozen import FrozenDinoBackbone, build_timm_vit
-from .normalization import METADATA_KEY, PREPROCESSOR_CONFIG, source_normalization
+from .normalization import METADATA_KEY, PREPROCESSOR_CONFIG, RGB_SPACE, source_normalization
 from .registry import BackboneSpec, get_backbone_spec, list_backbones
 from .weights import (WEIGHTS_ENV_VAR, WeightsError, WeightsSource, _detect, check_state_dict, convert_to_timm,
                       load_backbone_weights, locate_weights, read_source)
@@ -141,43 +142,75 @@ def _write_safetensors(state: dict, out: str, normalization: dict) -> None:
 def convert(path: str, to: str, out: str, backbone: Optional[str] = None, overwrite: bool = False) -> dict:
     """Write the weights at `path` as `to` into `out`, reload the output and check that every tensor
     is equal (the file's own tensors for a change of container; the backbone's tensors for a change
-    of layout). Returns {'backbone', 'layout', 'tensors', 'out', 'normalization'}."""
+    of layout). Returns {'backbone', 'layout', 'tensors', 'out', 'normalization', 'notes'}."""
     if to not in CONVERT_TARGETS:
         raise OptionError(f"--to must be one of {', '.join(CONVERT_TARGETS)}, got {to!r}")
-    if to == "hf":
-        raise OptionError("--to hf is not available yet: convert to 'safetensors' (any layout, loads everywhere "
-                          "nnunet-dino runs) or 'meta'")
     if os.path.exists(out) and not overwrite:
         raise ExistingOutputError(f"{out} exists; choose another output or remove it first")
     source, spec = identify(path, backbone)
     normalization = source_normalization(spec, source.kind, source.path).record()
     raw, _ = read_source(source)
     _, layout = _detect(raw)
-    if to == "safetensors" or layout == "meta":  # same keys, other container (or already Meta's layout)
-        written = {k: v for k, v in raw.items()}
-        _write_safetensors(written, out, normalization) if to == "safetensors" else torch.save(written, out)
-        reread, _ = read_source(WeightsSource("file", os.path.abspath(out)))
-        differing = _equal(written, dict(reread))
-    else:  # another layout: through timm, then the family's inverse converter
-        reference = FrozenDinoBackbone(spec)
-        load_backbone_weights(reference, source)
-        meta = spec.family_ops.timm_to_meta(reference.vit.state_dict(), reference.vit)
-        torch.save(meta, out)
-        reloaded = FrozenDinoBackbone(spec)
-        load_backbone_weights(reloaded, WeightsSource("file", os.path.abspath(out)))
-        differing = _equal(reference.vit.state_dict(), reloaded.vit.state_dict())
-        written = meta
+    notes = list(getattr(raw, "notes", ()))
     if to == "meta" and (spec.normalization is None or normalization != spec.normalization.record()):
-        _write_sidecar(out, normalization)
+        _write_sidecar(_sidecar_path(out), normalization)  # before reloading, which reads it
+    if to == "safetensors" or (to == "meta" and layout == "meta"):  # same keys, another container
+        written = dict(raw)
+        if to == "safetensors":
+            _write_safetensors(written, out, normalization)
+        else:
+            torch.save(written, out)
+        differing = _equal(written, dict(read_source(WeightsSource("file", os.path.abspath(out)))[0]))
+    else:
+        written, differing, note = _through_timm(source, spec, to, out, normalization)
+        notes.extend([note] if note else [])
     if differing:
-        os.remove(out)
+        for written_path in (out, _sidecar_path(out)):
+            if os.path.isdir(written_path):
+                shutil.rmtree(written_path)
+            elif os.path.exists(written_path):
+                os.remove(written_path)
         raise WeightsError(f"converting {path} to {to} changed tensors {', '.join(differing[:8])}; nothing was kept")
-    return {"backbone": spec.name, "layout": layout, "tensors": len(written), "out": out, "normalization": normalization}
+    return {"backbone": spec.name, "layout": layout, "tensors": len(written), "out": out,
+            "normalization": normalization, "notes": notes}
 
 
-def _write_sidecar(out: str, normalization: dict) -> None:
-    """A `.pth` holds tensors only: its normalisation travels as `<stem>.preprocessor_config.json`."""
-    with open(f"{os.path.splitext(out)[0]}.{PREPROCESSOR_CONFIG}", "w") as f:
+def _through_timm(source: WeightsSource, spec: BackboneSpec, to: str, out: str, normalization: dict):
+    """Another layout: load into the backbone, write with the family's inverse converter, reload and
+    compare the backbone's tensors. Returns (written tensors, differing names, note or '')."""
+    reference = FrozenDinoBackbone(spec)
+    load_backbone_weights(reference, source)
+    state = reference.vit.state_dict()
+    if to == "meta":
+        written = spec.family_ops.timm_to_meta(state, reference.vit)
+        torch.save(written, out)
+        target = WeightsSource("file", os.path.abspath(out))
+    else:
+        written, config = spec.family_ops.timm_to_hf(state, spec, reference.vit)
+        os.makedirs(out)
+        _write_safetensors(written, os.path.join(out, "model.safetensors"), normalization)
+        with open(os.path.join(out, "config.json"), "w") as f:
+            json.dump(config, f, indent=2)
+        if normalization["space"] == RGB_SPACE:
+            _write_sidecar(os.path.join(out, PREPROCESSOR_CONFIG), normalization)
+        target = WeightsSource("folder", os.path.abspath(out))
+    reloaded = FrozenDinoBackbone(spec)
+    load_backbone_weights(reloaded, target)
+    note = ""
+    if reloaded.pos_embed_resize != reference.pos_embed_resize:
+        note = (f"the source resizes the position embedding the '{reference.pos_embed_resize}' way, the {to} "
+                f"output the '{reloaded.pos_embed_resize}' way: features are equal at the native grid and "
+                f"differ slightly at other input sizes")
+    return written, _equal(state, reloaded.vit.state_dict()), note
+
+
+def _sidecar_path(out: str) -> str:
+    return f"{os.path.splitext(out)[0]}.{PREPROCESSOR_CONFIG}"
+
+
+def _write_sidecar(path: str, normalization: dict) -> None:
+    """A `.pth` holds tensors only: its normalisation travels as a preprocessor config beside it."""
+    with open(path, "w") as f:
         json.dump({"image_mean": normalization["mean"], "image_std": normalization["std"]}, f, indent=1)
 
 

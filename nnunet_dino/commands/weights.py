@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
     a = actions.add_parser("convert", help="write a weights file in another format, checked by reloading")
     a.add_argument("file", help="weights file or transformers model folder")
     a.add_argument("--to", required=True, choices=("safetensors", "meta", "hf"), help="output format")
-    a.add_argument("out", help="output file")
+    a.add_argument("out", help="output file (.safetensors, .pth), or folder for hf")
     a.add_argument("--backbone", help="backbone name (default: the first whose tensors fit)")
     a = actions.add_parser("fetch", help="download a backbone's weights from the Hugging Face hub (online only)")
     a.add_argument("name", help="backbone name, as `nnunet-dino weights list` shows")
@@ -42,6 +42,8 @@ def run(args) -> int:
         done = weight_files.convert(args.file, args.to, args.out, args.backbone)
         print(f"wrote {done['out']}: {done['tensors']} tensors of {done['backbone']} ({done['layout']} layout in, "
               f"{args.to} out); reloaded and every tensor is equal")
+        for note in done["notes"]:
+            print(f"note: {note}")
     else:
         for path, digest in weight_files.fetch(args.name, args.folder).items():
             print(f"{digest}  {path}")
