@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from dino_weights_helpers import TINY_ARCH, hf_dinov3_to_meta_layout, randomize_, tiny_spec
-from nnunet_dino.backbones import FrozenDinoBackbone, WeightsError, get_backbone_spec, load_backbone_weights, locate_weights
+from nnunet_dino.backbones import (FrozenDinoBackbone, WeightsError, get_backbone_spec, load_backbone_weights,
+                                   locate_weights)
 from nnunet_dino.backbones.normalization import IMAGENET, MEDDINOV3_CT, SAT493M
 
 import transformers  # noqa: E402  (test dependency)

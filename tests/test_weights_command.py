@@ -113,7 +113,8 @@ def test_convert_to_hf_writes_a_folder_transformers_loads_with_the_same_features
     diff = max(float((a - b).abs().max()) for a, b in zip(_hf_features(converted, x), _hf_features(original, x)))
     assert diff <= 3e-6, diff
     _, info = _loaded(name, tmp_path / "out")
-    assert info["format"] == "hf" and info["normalization"]["mean"] == (RAD_MEAN if family == "dinov2" else [0.485, 0.456, 0.406])
+    expected_mean = RAD_MEAN if family == "dinov2" else [0.485, 0.456, 0.406]
+    assert info["format"] == "hf" and info["normalization"]["mean"] == expected_mean
 
 
 def test_verify_reports_layout_variant_and_normalisation(tiny_rows, tmp_path, capsys):
@@ -156,3 +157,9 @@ def test_fetch_offline_says_what_to_do(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "could not download timm/vit_small_patch14_dinov2.lvd142m" in err and "offline" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_verify_without_backbone_finds_the_row_the_tensors_fit(tiny_rows, tmp_path, capsys):
+    _dinov3_meta(tmp_path / "some_download.pth")
+    assert main(["weights", "verify", str(tmp_path / "some_download.pth")]) == 0
+    assert f"loads into {tiny_rows['dinov3_vits16']} with nothing missing" in capsys.readouterr().out

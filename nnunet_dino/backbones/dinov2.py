@@ -212,8 +212,10 @@ def timm_to_hf(state: Dict[str, torch.Tensor], spec, vit) -> Tuple[Dict[str, tor
                 out.update({h + f"mlp.gate_proj.{part}": gate, h + f"mlp.up_proj.{part}": up,
                             h + f"mlp.down_proj.{part}": state[b + f"mlp.fc2.{part}"]})
             else:
-                out[h + f"mlp.fc1.{part}"], out[h + f"mlp.fc2.{part}"] = state[b + f"mlp.fc1.{part}"], state[b + f"mlp.fc2.{part}"]
-        out[h + "layer_scale1.lambda1"], out[h + "layer_scale2.lambda1"] = state[b + "ls1.gamma"], state[b + "ls2.gamma"]
+                for fc in ("fc1", "fc2"):
+                    out[h + f"mlp.{fc}.{part}"] = state[b + f"mlp.{fc}.{part}"]
+        for n in (1, 2):
+            out[h + f"layer_scale{n}.lambda1"] = state[b + f"ls{n}.gamma"]
     hidden = state["blocks.0.mlp.fc2.weight"].shape[1]
     config = {"model_type": "dinov2_with_registers" if registers else "dinov2",
               "architectures": ["Dinov2WithRegistersModel" if registers else "Dinov2Model"],

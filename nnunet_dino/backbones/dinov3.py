@@ -143,7 +143,8 @@ def timm_to_meta(state: Dict[str, torch.Tensor], vit) -> Dict[str, torch.Tensor]
     for key in [k for k in out if k.endswith(".attn.q_bias")]:
         q, v = out.pop(key), out.pop(key.replace("q_bias", "v_bias"))
         out[key.replace("q_bias", "qkv.bias")] = torch.cat([q, torch.zeros_like(q), v])
-        out[key.replace("q_bias", "qkv.bias_mask")] = torch.cat([torch.ones_like(q), torch.zeros_like(q), torch.ones_like(v)])
+        out[key.replace("q_bias", "qkv.bias_mask")] = torch.cat([torch.ones_like(q), torch.zeros_like(q),
+                                                                  torch.ones_like(v)])
     dim, heads = out["cls_token"].shape[-1], vit.blocks[0].attn.num_heads
     head_dim = dim // heads
     out["rope_embed.periods"] = 100.0 ** (2 * torch.arange(head_dim // 4, dtype=torch.float32) / (head_dim // 2))
@@ -159,14 +160,16 @@ def timm_to_hf(state: Dict[str, torch.Tensor], spec, vit) -> Tuple[Dict[str, tor
            "norm.bias": state["norm.bias"], "embeddings.patch_embeddings.weight": state["patch_embed.proj.weight"],
            "embeddings.patch_embeddings.bias": state["patch_embed.proj.bias"]}
     gated = "blocks.0.mlp.fc1_g.weight" in state
-    mlp = {"fc1_g": "gate_proj", "fc1_x": "up_proj", "fc2": "down_proj"} if gated else {"fc1": "up_proj", "fc2": "down_proj"}
+    mlp = ({"fc1_g": "gate_proj", "fc1_x": "up_proj", "fc2": "down_proj"} if gated
+           else {"fc1": "up_proj", "fc2": "down_proj"})
     biases = "blocks.0.attn.q_bias" in state
     for i in range(len(vit.blocks)):
         b, h = f"blocks.{i}.", f"layer.{i}."
         for name, tensor in zip("qkv", state[b + "attn.qkv.weight"].chunk(3)):
             out[h + f"attention.{name}_proj.weight"] = tensor
         if biases:
-            out[h + "attention.q_proj.bias"], out[h + "attention.v_proj.bias"] = state[b + "attn.q_bias"], state[b + "attn.v_bias"]
+            for n in "qv":
+                out[h + f"attention.{n}_proj.bias"] = state[b + f"attn.{n}_bias"]
         out[h + "layer_scale1.lambda1"], out[h + "layer_scale2.lambda1"] = state[b + "gamma_1"], state[b + "gamma_2"]
         for part in ("weight", "bias"):
             out[h + f"attention.o_proj.{part}"] = state[b + f"attn.proj.{part}"]

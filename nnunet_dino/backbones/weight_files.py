@@ -245,7 +245,8 @@ def fetch(name: str, folder: Optional[str] = None) -> Dict[str, str]:
 
 
 def _copy(src: str, dst: str) -> None:
-    with open(src, "rb") as fi, open(dst, "wb") as fo, _progress(os.path.getsize(src), f"copy {os.path.basename(dst)}") as bar:
+    bar = _progress(os.path.getsize(src), f"copy {os.path.basename(dst)}")
+    with open(src, "rb") as fi, open(dst, "wb") as fo, bar:
         for chunk in iter(lambda: fi.read(_CHUNK), b""):
             fo.write(chunk)
             bar.update(len(chunk))

@@ -29,7 +29,8 @@ def run(args) -> int:
     if args.action == "list":
         for row in weight_files.list_weights(with_hash=not args.no_hash):
             details = ", ".join(f"{k} {row[k]}" for k in ("format", "size", "sha256") if k in row)
-            print(f"{row['backbone']}: {row['found']}" + (f" ({details})" if details else "") + f"; licence: {row['licence']}")
+            found = row["found"] + (f" ({details})" if details else "")
+            print(f"{row['backbone']}: {found}; licence: {row['licence']}")
     elif args.action == "verify":
         info = weight_files.verify(args.file, args.backbone)
         print(f"OK: {args.file} loads into {info['backbone']} with nothing missing or unexpected")
