@@ -124,6 +124,18 @@ def test_ct_windows_on_a_non_ct_channel_is_refused_before_training():
         input_recipe_record(_trainer("zscore", windows=["bone"] * 3), _plans(["CTNormalization"]), "2d", RANDOM)
 
 
+def test_a_plan_that_keeps_hu_feeds_the_windows_raw_hu():
+    plans = _plans(["NoNormalization"])
+    with pytest.raises(InputRecipeError, match="kept in HU"):  # not named CT: could be anything
+        input_recipe_record(_trainer("ct_windows"), plans, "2d", RANDOM, {"0": "MR"})
+    record = input_recipe_record(_trainer("ct_windows"), plans, "2d", RANDOM, {"0": "CT"})
+    assert record["ct_intensities"] == {"mean": 0.0, "std": 1.0}
+    hu = torch.from_numpy(_ct_volume(seed=4))[:, None]
+    windows = parse_windows(["soft_tissue", "liver", "bone"])
+    expected = _window_reference(hu.numpy(), windows, IMAGENET)[:, :, 0]
+    assert np.abs(input_module(record)(hu).numpy() - expected).max() < 1e-4
+
+
 def test_rgb_recipe_refuses_weights_trained_on_hu():
     with pytest.raises(InputRecipeError, match="trained on CT in HU"):
         input_recipe_record(_trainer("rgb", backbone="meddinov3_vitb16"), _plans(["RGBTo01Normalization"] * 3), "2d",

@@ -77,5 +77,5 @@ def test_meddinov3_file_and_ct_windows_train_and_predict_in_fresh_processes(tmp_
                        os.path.join(model, "plans.json"), env)
     assert len(summary["metric_per_case"]) == 2
     probe = subprocess.run([sys.executable, "-c", PROBE, model], env=env, capture_output=True, text=True, check=True)
-    assert probe.stdout.split()[0] == "CTWindowsInput"
-    assert "[400.0, 400.0, 700.0] [1000.0, 700.0, 1000.0]" in probe.stdout
+    adapter = probe.stdout.strip().splitlines()[-1]  # nnU-Net prints its own lines before
+    assert adapter == "CTWindowsInput [400.0, 400.0, 700.0] [1000.0, 700.0, 1000.0]"

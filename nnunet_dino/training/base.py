@@ -7,7 +7,9 @@ paper's optimiser. This base owns every integration rule, hook by hook:
   folder; resolves the weights (refusing to start without them); rounds the 2D patch to a multiple
   of the ViT patch (and of the adapter's stride) *in the plans*, so `nnUNetv2_predict` tiles with it.
 - `build_network_architecture` (classmethod, also called by the predictor with no trainer
-  instance): builds the network from class attributes plus the record kept in the plans.
+  instance): builds the network from class attributes plus the records kept in the plans; the
+  input recipe (`input_recipe.py`: resolved, checked and recorded by `__init__` before nnU-Net writes)
+  puts its module in front of the encoder.
 - `initialize`: loads the backbone weights after nnU-Net built (and maybe compiled) the network,
   and records backbone, weights and the position-embedding resize rule in the plans.
 - `configure_optimizers`: trainable parameters only (the frozen backbone never enters the
@@ -33,9 +35,9 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from ..backbones import BackboneSpec, get_backbone_spec, load_backbone_weights, locate_weights
 from ..networks.base import DinoSegmentationNetwork, count_parameters
-from ..plans import PLANS_RECORD_KEY, dino_record, rounded_patch_size, trained_on_random_backbone, update_configuration
 from ..networks.input_recipes import apply_input_recipe
-from .input_recipe import INPUT_RECIPE_KEY, describe, input_recipe_record, input_record
+from ..plans import PLANS_RECORD_KEY, dino_record, rounded_patch_size, trained_on_random_backbone, update_configuration
+from .input_recipe import INPUT_RECIPE_KEY, describe_recipe, input_recipe_record, input_record
 from .schedules import EpochLRSchedule
 
 SEED_ENV_VAR = "nnUNet_dino_seed"
@@ -80,7 +82,8 @@ class nnUNetTrainerDino(nnUNetTrainer):
                  device: torch.device = torch.device("cuda")):
         self._check_configuration(plans, configuration)  # before nnU-Net writes anything
         self.weights_source = locate_weights(self.backbone_spec())  # refuse early, write nothing
-        input_recipe = input_recipe_record(type(self), PlansManager(plans), configuration, self.weights_source)
+        input_recipe = input_recipe_record(type(self), PlansManager(plans), configuration, self.weights_source,
+                                           dataset_json.get("channel_names"))
         super().__init__(plans, configuration, fold, dataset_json, device)
         self._seed_everything()
         self.enable_deep_supervision = False
@@ -96,7 +99,7 @@ class nnUNetTrainerDino(nnUNetTrainer):
                                    f"{list(patch)} (multiple of {self.patch_multiple()}), written to the plans")
         self.plans_manager, self.configuration_manager = update_configuration(
             self.plans_manager, configuration, patch_size=list(patch), **{INPUT_RECIPE_KEY: input_recipe})
-        self.print_to_log_file(f"nnunet-dino: {describe(input_recipe)}")
+        self.print_to_log_file(f"nnunet-dino: {describe_recipe(input_recipe)}")
         self.print_to_log_file(f"nnunet-dino: backbone {self.backbone}, weights: {self.weights_source.describe()}")
         if self.weights_source.is_random:
             self.print_to_log_file(RANDOM_BACKBONE_BANNER)

@@ -2,13 +2,18 @@
 against the plans and the weights, refuse what cannot work before anything is written, and keep
 the result in the plans configuration so prediction rebuilds the same input module.
 
+CT recipes take a channel normalised by nnU-Net's CTNormalization (HU recovered from the plans'
+intensity properties, exact inside its foreground percentile clip range, which can be narrow: an
+organ's own HU range) or a channel named 'CT' that the plans leave in HU (`NoNormalization`: set it
+in the plans' normalization_schemes and preprocess again), where windows see the full HU range.
+
 A trainer declares `input_recipe` ('auto', 'zscore', 'rgb', 'ct_windows', 'meddinov3') and
 `input_recipe_options` (ct_windows: {'windows': three preset names or (width, level) pairs}).
 'auto' is 'rgb' for three rgb_to_0_1 channels and 'zscore' otherwise.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
@@ -17,7 +22,7 @@ from ..networks.input_recipes import (CT_RECIPES, DEFAULT_WINDOWS, RECIPES, Inpu
 
 #: key of the recipe record in a plans configuration
 INPUT_RECIPE_KEY = "nnunet_dino_input"
-CT_SCHEME, RGB_SCHEME = "CTNormalization", "RGBTo01Normalization"
+CT_SCHEME, RGB_SCHEME, NO_SCHEME = "CTNormalization", "RGBTo01Normalization", "NoNormalization"
 
 
 def input_record(configuration_manager: ConfigurationManager) -> dict:
@@ -33,12 +38,18 @@ def _resolve(recipe: str, schemes: Sequence[str], space: str) -> str:
     return "rgb" if len(schemes) == 3 and all(s == RGB_SCHEME for s in schemes) and space != HU_SPACE else "zscore"
 
 
-def _check(recipe: str, schemes: Sequence[str], normalization, trainer: str) -> None:
-    if recipe in CT_RECIPES and list(schemes) != [CT_SCHEME]:
+def _keeps_hu(schemes: Sequence[str], channel_names: Optional[dict]) -> bool:
+    """A plan whose one channel is named CT and left unnormalised: the data are HU already."""
+    return list(schemes) == [NO_SCHEME] and str((channel_names or {}).get("0", "")).lower() == "ct"
+
+
+def _check(recipe: str, schemes: Sequence[str], normalization, trainer: str, channel_names: Optional[dict]) -> None:
+    if recipe in CT_RECIPES and list(schemes) != [CT_SCHEME] and not _keeps_hu(schemes, channel_names):
         raise InputRecipeError(
             f"{trainer}: input_recipe '{recipe}' needs exactly one CT channel normalised by nnU-Net's "
-            f"{CT_SCHEME}, but the plans' normalization_schemes are {list(schemes)}. For MR and other "
-            f"modalities use input_recipe 'zscore'; for CT, name the channel 'CT' in dataset.json.")
+            f"{CT_SCHEME} (or kept in HU by {NO_SCHEME}), but the plans' normalization_schemes are "
+            f"{list(schemes)}. For MR and other modalities use input_recipe 'zscore'; for CT, name the "
+            f"channel 'CT' in dataset.json.")
     if recipe == "rgb" and (len(schemes) != 3 or any(s != RGB_SCHEME for s in schemes)):
         raise InputRecipeError(f"{trainer}: input_recipe 'rgb' needs three {RGB_SCHEME} channels (nnU-Net's "
                                f"rgb_to_0_1), but the plans' normalization_schemes are {list(schemes)}.")
@@ -47,16 +58,20 @@ def _check(recipe: str, schemes: Sequence[str], normalization, trainer: str) -> 
                                f"the 'rgb' recipe cannot feed them. Use 'meddinov3', 'ct_windows' or 'zscore'.")
 
 
-def input_recipe_record(trainer_cls, plans_manager: PlansManager, configuration: str, weights_source) -> dict:
-    """The recipe record for `trainer_cls` on these plans and weights; InputRecipeError if it cannot apply."""
+def input_recipe_record(trainer_cls, plans_manager: PlansManager, configuration: str, weights_source,
+                        channel_names: Optional[dict] = None) -> dict:
+    """The recipe record for `trainer_cls` on these plans and weights (`channel_names`: dataset.json's);
+    InputRecipeError if it cannot apply."""
     schemes = list(plans_manager.get_configuration(configuration).normalization_schemes)
     spec = trainer_cls.backbone_spec()
     normalization = source_normalization(spec, weights_source.kind, weights_source.path)
     recipe = _resolve(trainer_cls.input_recipe, schemes, normalization.space)
     options = dict(trainer_cls.input_recipe_options or {})
-    _check(recipe, schemes, normalization, trainer_cls.__name__)
+    _check(recipe, schemes, normalization, trainer_cls.__name__, channel_names)
     record = {"recipe": recipe, "normalization": normalization.record()}
-    if recipe in CT_RECIPES:
+    if recipe in CT_RECIPES and _keeps_hu(schemes, channel_names):
+        record["ct_intensities"] = {"mean": 0.0, "std": 1.0}  # the plan keeps HU: nothing to invert
+    elif recipe in CT_RECIPES:
         intensities = plans_manager.plans.get("foreground_intensity_properties_per_channel", {}).get("0")
         if not intensities or not {"mean", "std"} <= set(intensities):
             raise InputRecipeError(f"{trainer_cls.__name__}: the plans hold no foreground intensity properties for "
@@ -72,7 +87,7 @@ def input_recipe_record(trainer_cls, plans_manager: PlansManager, configuration:
     return record
 
 
-def describe(record: dict) -> str:
+def describe_recipe(record: dict) -> str:
     """One log line: the recipe, its windows and normalisation, and windows beyond the HU clip range."""
     text = f"input recipe {record['recipe']}"
     if "windows" in record:
