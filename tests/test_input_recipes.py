@@ -162,3 +162,12 @@ def test_network_built_from_the_plans_alone_applies_the_recorded_recipe():
     assert isinstance(net.input_adapter, CTWindowsInput)
     x = torch.randn(1, 1, 32, 32)
     assert torch.equal(net.input_adapter(x), input_module(record)(x))
+
+
+def test_the_trainer_refuses_ct_windows_on_grey_png_data_before_nnunet_writes_anything(nnunet_paths, monkeypatch):
+    import os
+    from nnunet_helpers import make_trainer
+    monkeypatch.setenv("nnUNet_dino_weights", "random")
+    with pytest.raises(InputRecipeError, match="ZScoreNormalization"):
+        make_trainer(_trainer("ct_windows"), os.environ["nnUNet_preprocessed"], nnunet_paths["dataset"])
+    assert not os.path.exists(os.environ["nnUNet_results"])

@@ -18,7 +18,8 @@ from typing import Optional, Sequence
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from ..backbones.normalization import HU_SPACE, source_normalization
-from ..networks.input_recipes import (CT_RECIPES, DEFAULT_WINDOWS, RECIPES, InputRecipeError, parse_windows)
+from ..networks.input_recipes import (CT_RECIPES, DEFAULT_WINDOWS, MEDDINOV3_WINDOWS, RECIPES, InputRecipeError,
+                                      parse_windows)
 
 #: key of the recipe record in a plans configuration
 INPUT_RECIPE_KEY = "nnunet_dino_input"
@@ -96,7 +97,8 @@ def describe_recipe(record: dict) -> str:
     if "percentile_00_5" in clip:
         lo, hi = clip["percentile_00_5"], clip["percentile_99_5"]
         text += f"; HU recovered exactly inside nnU-Net's clip range [{lo:g}, {hi:g}]"
-        beyond = [f"({w:g}, {c:g})" for w, c in record.get("windows", []) if c - w / 2 < lo or c + w / 2 > hi]
+        windows = MEDDINOV3_WINDOWS[:1] if record["recipe"] == "meddinov3" else record.get("windows", [])
+        beyond = [f"({w:g}, {c:g})" for w, c in windows if c - w / 2 < lo or c + w / 2 > hi]
         if beyond:
             text += f" (windows {', '.join(beyond)} reach beyond it and saturate there)"
     norm = record.get("normalization", {})
