@@ -200,3 +200,6 @@ def test_sat_and_lvd_name_searches_never_take_each_others_files(tmp_path):
         locate_weights(sat, str(tmp_path))
     assert locate_weights(lvd, str(tmp_path)).path.endswith(LVD_FILE)
     assert "sat493m" in sat.timm_hub_id and "sat493m" not in lvd.timm_hub_id
+    (tmp_path / SAT_FILE).write_bytes(b"")
+    with pytest.raises(WeightsError, match="holds SAT493M weights, but backbone dinov3_vitl16 "):
+        locate_weights(lvd, str(tmp_path / SAT_FILE))  # an explicit file: refused by its name, before reading

@@ -83,6 +83,8 @@ def locate_weights(spec: BackboneSpec, setting: Optional[str] = None) -> Weights
                                f"weights file or folder instead")
         return WeightsSource("hub", spec.timm_hub_id)
     path = os.path.abspath(os.path.expanduser(setting))
+    if os.path.isfile(path) or os.path.isfile(os.path.join(path, "config.json")):
+        check_dataset(spec, path)  # a SAT-493M model for an LVD-1689M row (or vice versa): refused by name, early
     if os.path.isfile(path):
         return WeightsSource("file", path)
     if not os.path.isdir(path):
