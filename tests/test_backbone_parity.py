@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dino_weights_helpers import TINY_ARCH, randomize_, tiny_spec
+from dino_weights_helpers import TINY_ARCH, hf_dinov3_to_meta_layout, randomize_, tiny_spec
 from nnunet_dino.backbones import FrozenDinoBackbone, load_backbone_weights, locate_weights
 from nnunet_dino.backbones.dinov2 import resize_patch_pos_embed
 
@@ -323,36 +323,6 @@ def _hf_dinov3(base, seed=0, **extra):
     return randomize_(transformers.DINOv3ViTModel(config), seed)
 
 
-def _hf_dinov3_to_meta_layout(model, k_bias_third=None):
-    """A transformers DINOv3ViTModel's weights in Meta's published `.pth` layout (written here,
-    independently of the loader). The k third of qkv.bias is zero, as is its bias_mask."""
-    hf, dim = model.state_dict(), model.config.hidden_size
-    gated = model.config.use_gated_mlp
-    meta = {"cls_token": hf["embeddings.cls_token"], "storage_tokens": hf["embeddings.register_tokens"],
-            "mask_token": torch.randn(1, dim), "norm.weight": hf["norm.weight"], "norm.bias": hf["norm.bias"],
-            "patch_embed.proj.weight": hf["embeddings.patch_embeddings.weight"],
-            "patch_embed.proj.bias": hf["embeddings.patch_embeddings.bias"],
-            "rope_embed.periods": 1.0 / model.rope_embeddings.inv_freq}
-    mlp = {"gate_proj": "w1", "up_proj": "w2", "down_proj": "w3"} if gated else {"up_proj": "fc1", "down_proj": "fc2"}
-    for i in range(model.config.num_hidden_layers):
-        h, m = f"model.layer.{i}.", f"blocks.{i}."
-        k_bias = torch.zeros(dim) if k_bias_third is None else k_bias_third
-        meta[m + "attn.qkv.weight"] = torch.cat([hf[h + f"attention.{n}_proj.weight"] for n in "qkv"])
-        meta[m + "attn.qkv.bias"] = torch.cat(
-            [hf[h + "attention.q_proj.bias"], k_bias, hf[h + "attention.v_proj.bias"]])
-        meta[m + "attn.qkv.bias_mask"] = torch.cat([torch.ones(dim), torch.zeros(dim), torch.ones(dim)])
-        meta[m + "attn.proj.weight"] = hf[h + "attention.o_proj.weight"]
-        meta[m + "attn.proj.bias"] = hf[h + "attention.o_proj.bias"]
-        meta[m + "ls1.gamma"] = hf[h + "layer_scale1.lambda1"]
-        meta[m + "ls2.gamma"] = hf[h + "layer_scale2.lambda1"]
-        for part in ("weight", "bias"):
-            for norm in ("norm1", "norm2"):
-                meta[m + f"{norm}.{part}"] = hf[h + f"{norm}.{part}"]
-            for hf_name, meta_name in mlp.items():
-                meta[m + f"mlp.{meta_name}.{part}"] = hf[h + f"mlp.{hf_name}.{part}"]
-    return meta
-
-
 @pytest.fixture(scope="module", params=list(_DINOV3_CASES))
 def dinov3_case(request, tmp_path_factory):
     """One randomised HF DINOv3ViTModel, its save_pretrained folder and its Meta-layout `.pth`."""
@@ -360,7 +330,7 @@ def dinov3_case(request, tmp_path_factory):
     model = _hf_dinov3(base, seed=7)
     root = tmp_path_factory.mktemp(base)
     model.save_pretrained(root / "hf")
-    torch.save(_hf_dinov3_to_meta_layout(model), root / f"{base}_pretrain_lvd1689m-tiny.pth")
+    torch.save(hf_dinov3_to_meta_layout(model), root / f"{base}_pretrain_lvd1689m-tiny.pth")
     return base, model, root / "hf", root / f"{base}_pretrain_lvd1689m-tiny.pth"
 
 
@@ -391,7 +361,7 @@ def test_meta_dinov3_layout_matches_hf_load_and_transformers(dinov3_case, size):
 def test_meta_dinov3_masked_key_bias_is_ignored(dinov3_case, tmp_path):
     """Official checkpoints store whatever sits under the zero bias_mask; it must not matter."""
     base, model, folder, _ = dinov3_case
-    state = _hf_dinov3_to_meta_layout(model, k_bias_third=torch.randn(model.config.hidden_size))
+    state = hf_dinov3_to_meta_layout(model, k_bias_third=torch.randn(model.config.hidden_size))
     torch.save(state, tmp_path / "masked.pth")
     spec = tiny_spec(base, **_DINOV3_CASES[base][1])
     _assert_same_weights(_load(spec, tmp_path / "masked.pth")[0], _load(spec, folder)[0])

@@ -16,6 +16,7 @@ from .hf_layout import rename_block_params, split_hf_state
 from .registry import BackboneFamily, BackboneSpec, register_backbone, register_family
 
 POS_EMBED_RESIZE_MODES = ("meta", "hf", "timm")
+LICENCE = "Apache-2.0 (DINOv2 weights)"
 
 _SIZES = {  # size -> (timm size word, embed_dim, depth, heads, taps, HF size word)
     "s": ("small", 384, 12, 6, (2, 5, 8, 11), "small"),
@@ -33,7 +34,7 @@ for _size, (_word, _dim, _depth, _heads, _taps, _hf) in _SIZES.items():
             weight_files=(f"{_name}_pretrain.pth", f"{_timm}.lvd142m", f"{_timm}.lvd142m.safetensors",
                           f"dinov2{'-with-registers' if _reg else ''}-{_hf}"),
             hf_repo=f"facebook/dinov2{'-with-registers' if _reg else ''}-{_hf}",
-            timm_hub_id=f"timm/{_timm}.lvd142m",
+            timm_hub_id=f"timm/{_timm}.lvd142m", pretraining="lvd142m", licence=LICENCE,
         ))
 
 
@@ -170,6 +171,63 @@ def meta_to_timm(state: Dict[str, torch.Tensor], vit=None) -> Dict[str, torch.Te
     return {_MLP_RENAME.sub(lambda m: f".mlp.{_MLP_NAMES[m.group(1)]}.", k): v for k, v in out.items()}
 
 
+def timm_to_meta(state: Dict[str, torch.Tensor], vit) -> Dict[str, torch.Tensor]:
+    """timm VisionTransformer -> official DINOv2 `.pth` (the inverse of `meta_to_timm`). The prefix
+    tokens' position slot, folded into cls_token by timm's register models, comes back as zeros; the
+    pre-training mask token as zeros (never used for features)."""
+    out = dict(state)
+    if "reg_token" in out:
+        out["register_tokens"] = out.pop("reg_token")
+        out["pos_embed"] = torch.cat([torch.zeros_like(out["pos_embed"][:, :1]), out["pos_embed"]], dim=1)
+    if type(vit.blocks[0].mlp).__name__ == "SwiGLUPacked":  # giant: fc1/fc2 are Meta's w12/w3
+        out = {re.sub(r"\.mlp\.fc([12])\.", lambda m: {"1": ".mlp.w12.", "2": ".mlp.w3."}[m.group(1)], k): v
+               for k, v in out.items()}
+    out["mask_token"] = torch.zeros(1, out["cls_token"].shape[-1], dtype=out["cls_token"].dtype)
+    return out
+
+
+def timm_to_hf(state: Dict[str, torch.Tensor], spec, vit) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """timm VisionTransformer -> transformers `Dinov2Model` / `Dinov2WithRegistersModel` folder tensors
+    and config (the inverse of `hf_to_timm`; written in transformers' current key names)."""
+    dim, registers = state["cls_token"].shape[-1], "reg_token" in state
+    pos = state["pos_embed"]
+    out = {"embeddings.cls_token": state["cls_token"], "embeddings.mask_token": torch.zeros(1, dim),
+           "embeddings.position_embeddings": torch.cat([torch.zeros_like(pos[:, :1]), pos], 1) if registers else pos,
+           "embeddings.patch_embeddings.projection.weight": state["patch_embed.proj.weight"],
+           "embeddings.patch_embeddings.projection.bias": state["patch_embed.proj.bias"],
+           "layernorm.weight": state["norm.weight"], "layernorm.bias": state["norm.bias"]}
+    if registers:
+        out["embeddings.register_tokens"] = state["reg_token"]
+    swiglu = type(vit.blocks[0].mlp).__name__ == "SwiGLUPacked"
+    for i in range(len(vit.blocks)):
+        b, h = f"blocks.{i}.", f"encoder.layer.{i}."
+        for part in ("weight", "bias"):
+            for name, tensor in zip("qkv", state[b + f"attn.qkv.{part}"].chunk(3)):
+                out[h + f"attention.{name}_proj.{part}"] = tensor
+            out[h + f"attention.o_proj.{part}"] = state[b + f"attn.proj.{part}"]
+            for norm in ("norm1", "norm2"):
+                out[h + f"{norm}.{part}"] = state[b + f"{norm}.{part}"]
+            if swiglu:
+                gate, up = state[b + f"mlp.fc1.{part}"].chunk(2)
+                out.update({h + f"mlp.gate_proj.{part}": gate, h + f"mlp.up_proj.{part}": up,
+                            h + f"mlp.down_proj.{part}": state[b + f"mlp.fc2.{part}"]})
+            else:
+                for fc in ("fc1", "fc2"):
+                    out[h + f"mlp.{fc}.{part}"] = state[b + f"mlp.{fc}.{part}"]
+        for n in (1, 2):
+            out[h + f"layer_scale{n}.lambda1"] = state[b + f"ls{n}.gamma"]
+    hidden = state["blocks.0.mlp.fc2.weight"].shape[1]
+    config = {"model_type": "dinov2_with_registers" if registers else "dinov2",
+              "architectures": ["Dinov2WithRegistersModel" if registers else "Dinov2Model"],
+              "hidden_size": dim, "num_hidden_layers": len(vit.blocks), "num_attention_heads": spec.num_heads,
+              "mlp_ratio": 4 if swiglu else hidden // dim, "patch_size": spec.patch_size,
+              "image_size": spec.native_grid * spec.patch_size, "layer_norm_eps": vit.norm.eps, "qkv_bias": True,
+              "layerscale_value": 1.0, "use_swiglu_ffn": swiglu, "hidden_act": "gelu", "num_channels": 3}
+    if registers:
+        config["num_register_tokens"] = spec.num_register_tokens
+    return out, config
+
+
 def to_timm(state: Dict[str, torch.Tensor], fmt: str, vit=None) -> Dict[str, torch.Tensor]:
     """A state dict of layout `fmt` (as `detect_format` says) -> timm keys."""
     return {"hf": hf_to_timm, "meta": meta_to_timm}.get(fmt, lambda st: st)(state)
@@ -182,5 +240,5 @@ FAMILY = register_family(BackboneFamily(
     embed_tokens=embed_tokens, run_block=run_block, detect_format=detect_format, to_timm=to_timm,
     pos_embed_rule=lambda fmt, spec, current: source_resize_mode(fmt, spec.num_register_tokens > 0),
     timm_kwargs=lambda spec: {"img_size": spec.native_grid * spec.patch_size},  # the published pos-embed grid
-    pos_embed_modes=POS_EMBED_RESIZE_MODES,
+    pos_embed_modes=POS_EMBED_RESIZE_MODES, timm_to_meta=timm_to_meta, timm_to_hf=timm_to_hf,
 ))

@@ -9,11 +9,12 @@ attention (without RoPE it would add the same q.b to a whole logit row and cance
 from __future__ import annotations
 
 import re
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 
 from .hf_layout import rename_block_params, split_hf_state
+from .normalization import IMAGENET, SAT493M
 from .registry import BackboneFamily, BackboneSpec, register_backbone, register_family
 
 _SIZES = (  # (id, timm size word, dim, depth, heads, taps, hash)
@@ -24,18 +25,28 @@ _SIZES = (  # (id, timm size word, dim, depth, heads, taps, hash)
     ("hplus", "huge_plus", 1280, 32, 20, (7, 15, 23, 31), "7c1da9a5"),
     ("7b", "7b", 4096, 40, 32, (9, 19, 29, 39), "a955f4ea"),
 )
+LICENCE = "DINOv3 License (Meta; see the model card)"
+_SAT = {"l": "eadcf0ff", "7b": "a6675841"}  # the two sizes with SAT-493M weights, and their file hashes
+
+
+def _row(name: str, size: str, word: str, dim: int, depth: int, heads: int, taps, data: str, file_hash: str,
+         normalization) -> BackboneSpec:
+    """One published DINOv3 model: `data` is its pre-training set ('lvd1689m' or 'sat493m'). The file
+    name patterns name the data set, so neither row's search finds the other's files."""
+    meta, timm_name = f"dinov3_vit{size}16", f"vit_{word}_patch16_dinov3" + ("" if size == "7b" else "_qkvb")
+    return register_backbone(BackboneSpec(
+        name=name, family="dinov3", timm_name=timm_name, embed_dim=dim, depth=depth, num_heads=heads,
+        patch_size=16, num_register_tokens=4, default_taps=taps,
+        weight_files=(f"{meta}_pretrain_{data}-{file_hash}.pth", f"{meta}_pretrain_{data}-*.pth",
+                      f"{timm_name}.{data}", f"{timm_name}.{data}.safetensors", f"dinov3-vit{size}16-pretrain-{data}"),
+        hf_repo=f"facebook/dinov3-vit{size}16-pretrain-{data}", timm_hub_id=f"timm/{timm_name}.{data}",
+        normalization=normalization, pretraining=data, licence=LICENCE))
+
+
 for _size, _word, _dim, _depth, _heads, _taps, _hash in _SIZES:
-    _meta = f"dinov3_vit{_size}16"
-    _timm = f"vit_{_word}_patch16_dinov3" + ("" if _size == "7b" else "_qkvb")
-    register_backbone(BackboneSpec(
-        name=_meta, family="dinov3", timm_name=_timm, embed_dim=_dim, depth=_depth, num_heads=_heads,
-        patch_size=16, num_register_tokens=4, default_taps=_taps,
-        weight_files=(f"{_meta}_pretrain_lvd1689m-{_hash}.pth", f"{_meta}_pretrain_*.pth",
-                      f"{_timm}.lvd1689m", f"{_timm}.lvd1689m.safetensors",
-                      f"dinov3-vit{_size}16-pretrain-lvd1689m"),
-        hf_repo=f"facebook/dinov3-vit{_size}16-pretrain-lvd1689m",
-        timm_hub_id=f"timm/{_timm}.lvd1689m",
-    ))
+    _row(f"dinov3_vit{_size}16", _size, _word, _dim, _depth, _heads, _taps, "lvd1689m", _hash, IMAGENET)
+    if _size in _SAT:
+        _row(f"dinov3_vit{_size}16_sat493m", _size, _word, _dim, _depth, _heads, _taps, "sat493m", _SAT[_size], SAT493M)
 
 
 def embed_tokens(vit, x: torch.Tensor, pos_embed_resize: str = ""):
@@ -100,14 +111,79 @@ def meta_to_timm(state: Dict[str, torch.Tensor], vit) -> Dict[str, torch.Tensor]
     """Official DINOv3 `.pth` -> timm, through timm's own Eva converter (storage tokens, ls
     gammas, fused qkv bias split into q/v, rope periods and bias masks dropped)."""
     from timm.models.eva import checkpoint_filter_fn
+    model_has_bias = any(k.endswith(".attn.q_bias") for k in vit.state_dict())
     for key, bias in state.items():
         if key.endswith(".attn.qkv.bias"):  # timm keeps the q and v thirds; the k third must be void
             mask = state.get(key + "_mask", torch.ones_like(bias))
             _require_zero_key_bias(key + " (k third)", (bias * mask).chunk(3)[1])
+            if not model_has_bias and bool((bias * mask).abs().max() > 0):  # timm would drop them silently
+                raise ValueError(f"{key} holds query/value biases, but this backbone row is the variant without "
+                                 f"them (e.g. MedDINOv3); load these weights into the row with biases (dinov3_vit*16)")
     out = checkpoint_filter_fn(dict(state), vit)
     if "patch_embed.proj.weight" in state:  # timm would silently resample another patch size
         out["patch_embed.proj.weight"] = state["patch_embed.proj.weight"]
     return out
+
+
+_TIMM_TO_META = ((".gamma_1", ".ls1.gamma"), (".gamma_2", ".ls2.gamma"), (".mlp.fc1_g.", ".mlp.w1."),
+                 (".mlp.fc1_x.", ".mlp.w2."))
+
+
+def timm_to_meta(state: Dict[str, torch.Tensor], vit) -> Dict[str, torch.Tensor]:
+    """timm Eva -> official DINOv3 `.pth` (the inverse of `meta_to_timm`): q/v biases back into a fused
+    qkv bias with a zero, masked key third; RoPE periods and the pre-training mask token rebuilt."""
+    gated = any(".mlp.fc1_g." in k for k in state)
+    out = {}
+    for key, value in state.items():
+        if key == "reg_token":
+            key = "storage_tokens"
+        for old, new in _TIMM_TO_META + (((".mlp.fc2.", ".mlp.w3."),) if gated else ()):
+            key = key.replace(old, new)
+        out[key] = value
+    for key in [k for k in out if k.endswith(".attn.q_bias")]:
+        q, v = out.pop(key), out.pop(key.replace("q_bias", "v_bias"))
+        out[key.replace("q_bias", "qkv.bias")] = torch.cat([q, torch.zeros_like(q), v])
+        out[key.replace("q_bias", "qkv.bias_mask")] = torch.cat([torch.ones_like(q), torch.zeros_like(q),
+                                                                  torch.ones_like(v)])
+    dim, heads = out["cls_token"].shape[-1], vit.blocks[0].attn.num_heads
+    head_dim = dim // heads
+    out["rope_embed.periods"] = 100.0 ** (2 * torch.arange(head_dim // 4, dtype=torch.float32) / (head_dim // 2))
+    out["mask_token"] = torch.zeros(1, dim, dtype=out["cls_token"].dtype)
+    return out
+
+
+def timm_to_hf(state: Dict[str, torch.Tensor], spec, vit) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """timm Eva -> transformers `DINOv3ViTModel` folder tensors and config (the inverse of `hf_to_timm`)."""
+    dim = state["cls_token"].shape[-1]
+    out = {"embeddings.cls_token": state["cls_token"], "embeddings.mask_token": torch.zeros(1, 1, dim),
+           "embeddings.register_tokens": state["reg_token"], "norm.weight": state["norm.weight"],
+           "norm.bias": state["norm.bias"], "embeddings.patch_embeddings.weight": state["patch_embed.proj.weight"],
+           "embeddings.patch_embeddings.bias": state["patch_embed.proj.bias"]}
+    gated = "blocks.0.mlp.fc1_g.weight" in state
+    mlp = ({"fc1_g": "gate_proj", "fc1_x": "up_proj", "fc2": "down_proj"} if gated
+           else {"fc1": "up_proj", "fc2": "down_proj"})
+    biases = "blocks.0.attn.q_bias" in state
+    for i in range(len(vit.blocks)):
+        b, h = f"blocks.{i}.", f"layer.{i}."
+        for name, tensor in zip("qkv", state[b + "attn.qkv.weight"].chunk(3)):
+            out[h + f"attention.{name}_proj.weight"] = tensor
+        if biases:
+            for n in "qv":
+                out[h + f"attention.{n}_proj.bias"] = state[b + f"attn.{n}_bias"]
+        out[h + "layer_scale1.lambda1"], out[h + "layer_scale2.lambda1"] = state[b + "gamma_1"], state[b + "gamma_2"]
+        for part in ("weight", "bias"):
+            out[h + f"attention.o_proj.{part}"] = state[b + f"attn.proj.{part}"]
+            for norm in ("norm1", "norm2"):
+                out[h + f"{norm}.{part}"] = state[b + f"{norm}.{part}"]
+            for ours, theirs in mlp.items():
+                out[h + f"mlp.{theirs}.{part}"] = state[b + f"mlp.{ours}.{part}"]
+    config = {"model_type": "dinov3_vit", "architectures": ["DINOv3ViTModel"], "hidden_size": dim,
+              "intermediate_size": state["blocks.0.mlp.fc2.weight"].shape[1], "num_hidden_layers": len(vit.blocks),
+              "num_attention_heads": spec.num_heads, "patch_size": spec.patch_size, "layer_norm_eps": vit.norm.eps,
+              "query_bias": biases, "key_bias": False, "value_bias": biases, "use_gated_mlp": gated,
+              "hidden_act": "silu" if gated else "gelu", "num_register_tokens": spec.num_register_tokens,
+              "rope_theta": 100.0, "layerscale_value": 1.0, "image_size": 224, "num_channels": 3}
+    return out, config
 
 
 def to_timm(state: Dict[str, torch.Tensor], fmt: str, vit) -> Dict[str, torch.Tensor]:
@@ -123,4 +199,5 @@ FAMILY = register_family(BackboneFamily(
                  "dinov3_vits16_pretrain_lvd1689m-08c60483.pth) or the Hugging Face models facebook/dinov3-*",
     embed_tokens=embed_tokens, run_block=run_block, detect_format=detect_format, to_timm=to_timm,
     pos_embed_rule=lambda fmt, spec, current: current,  # RoPE: nothing is resized
+    timm_to_meta=timm_to_meta, timm_to_hf=timm_to_hf,
 ))

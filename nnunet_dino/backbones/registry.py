@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
+from .normalization import IMAGENET, Normalization
+
 _REGISTRY: Dict[str, "BackboneSpec"] = {}
 _FAMILIES: Dict[str, "BackboneFamily"] = {}
 
@@ -24,7 +26,9 @@ class BackboneFamily:
     embed_tokens(vit, x, pos_embed_resize) -> (tokens, rope or None, grid); run_block(block, tokens, rope);
     detect_format(state) -> 'hf' | 'meta' | 'timm' | None; to_timm(state, fmt, vit) -> timm state dict;
     pos_embed_rule(fmt, spec, current) -> the resize rule that reproduces the weights' source;
-    timm_kwargs(spec) -> extra `timm.create_model` arguments."""
+    timm_kwargs(spec) -> extra `timm.create_model` arguments;
+    timm_to_meta(state, vit) -> the official (Meta) layout of a timm state dict (`weights convert`);
+    timm_to_hf(state, spec, vit) -> (transformers state dict, config.json dict)."""
     name: str
     where_to_get: str
     embed_tokens: Callable
@@ -34,6 +38,8 @@ class BackboneFamily:
     pos_embed_rule: Callable
     timm_kwargs: Callable = lambda spec: {}
     pos_embed_modes: Tuple[str, ...] = ()   # accepted `pos_embed_resize` values (empty: not used)
+    timm_to_meta: Optional[Callable] = None
+    timm_to_hf: Optional[Callable] = None
 
 
 def register_family(family: BackboneFamily) -> BackboneFamily:
@@ -65,6 +71,9 @@ class BackboneSpec:
     timm_hub_id: str = ""           # timm weights on the HF hub, used for `nnUNet_dino_weights=hub`
     native_grid: int = 0            # DINOv2 pos-embed grid of the published weights (518/14 = 37)
     timm_overrides: Tuple[Tuple[str, object], ...] = field(default=())  # e.g. tiny test configs
+    normalization: Optional[Normalization] = IMAGENET  # None: read from the model's preprocessor config
+    pretraining: str = ""           # pre-training data ('lvd142m', 'lvd1689m', 'sat493m', ...)
+    licence: str = ""               # of the published weights
 
     @property
     def family_ops(self) -> BackboneFamily:

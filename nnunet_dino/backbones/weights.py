@@ -24,6 +24,9 @@ import torch
 
 from ..errors import UserError
 from .frozen import build_timm_vit
+from .layouts import NotedState, complete_variant
+from .layouts import unwrap_checkpoint as _unwrap
+from .normalization import check_dataset, source_normalization
 from .registry import BackboneSpec, families
 
 WEIGHTS_ENV_VAR = "nnUNet_dino_weights"
@@ -88,6 +91,8 @@ def locate_weights(spec: BackboneSpec, setting: Optional[str] = None) -> Weights
                                f"weights file or folder instead")
         return WeightsSource("hub", spec.timm_hub_id)
     path = os.path.abspath(os.path.expanduser(setting))
+    if os.path.isfile(path) or os.path.isfile(os.path.join(path, "config.json")):
+        check_dataset(spec, path)  # a SAT-493M model for an LVD-1689M row (or vice versa): refused by name, early
     if os.path.isfile(path):
         return WeightsSource("file", path)
     if not os.path.isdir(path):
@@ -158,19 +163,6 @@ def _unpickling_reason(error: Exception) -> str:
     return text.strip().split(". ")[0].splitlines()[0]
 
 
-def _unwrap(state, path: str) -> Dict[str, torch.Tensor]:
-    for key in ("teacher", "model_ema", "model", "state_dict", "module"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"{path} does not hold a state dict of tensors; give a model weights file.")
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    if any(k.startswith("backbone.") for k in state):  # training checkpoints: keep the ViT, drop the heads
-        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-    return state
-
-
 def _read_json(path: str, key: Optional[str] = None):
     try:
         with open(path) as f:
@@ -234,14 +226,17 @@ def _detect(state: Dict[str, torch.Tensor]) -> Tuple[Optional[str], Optional[str
 
 
 def convert_to_timm(state: Dict[str, torch.Tensor], spec: BackboneSpec, vit) -> Tuple[Dict[str, torch.Tensor], str]:
-    """Any supported layout -> timm keys for `vit`; returns (state, format)."""
+    """Any supported layout -> timm keys for `vit`; returns (state, format). The state is a `NotedState`:
+    how the file was unwrapped and the architecture variant its keys reveal (`layouts`)."""
+    notes = getattr(state, "notes", ())
     family, fmt = _detect(state)
     if family is None:
-        return state, "unknown"  # the strict check explains what does not fit
+        return NotedState(state, notes), "unknown"  # the strict check explains what does not fit
     if family != spec.family:
         raise WeightsError(f"These are {family.upper()} weights, but the backbone is {spec.label}. Give "
                            f"{spec.family.upper()} weights (e.g. {spec.weight_files[0]}) or use a {family.upper()} trainer.")
-    return spec.family_ops.to_timm(state, fmt, vit), fmt
+    converted, variant = complete_variant(spec.family_ops.to_timm(state, fmt, vit), vit)
+    return NotedState(converted, notes, variant), fmt
 
 
 def _describe_config(config: Optional[dict]) -> str:
@@ -272,6 +267,8 @@ def load_backbone_weights(backbone, source: WeightsSource) -> dict:
     """Load `source` into a FrozenDinoBackbone, strictly. Returns what was loaded (for plans/logs)."""
     spec = backbone.spec
     info = {"backbone": spec.name, "source": source.kind, "path": source.path}
+    check_dataset(spec, source.path)
+    info["normalization"] = source_normalization(spec, source.kind, source.path).record()
     if source.is_random:  # seeded, so a slim checkpoint can rebuild the very same random backbone
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_BACKBONE_SEED)
@@ -287,7 +284,8 @@ def load_backbone_weights(backbone, source: WeightsSource) -> dict:
     backbone.vit.load_state_dict(state, strict=True)
     # reproduce the source's own position-embedding resize at other input sizes
     backbone.pos_embed_resize = spec.family_ops.pos_embed_rule(fmt, spec, backbone.pos_embed_resize)
-    info.update(format=fmt, pos_embed_resize=backbone.pos_embed_resize)
+    info.update(format=fmt, pos_embed_resize=backbone.pos_embed_resize, variant=state.variant,
+                notes=list(state.notes))
     return _record_fingerprint(backbone, info)
 
 

@@ -8,7 +8,9 @@ paper's optimiser. This base owns every integration rule, hook by hook:
   usable ones, before any fold folder exists); rounds the 2D patch to a multiple
   of the ViT patch (and of the adapter's stride) *in the plans*, so `nnUNetv2_predict` tiles with it.
 - `build_network_architecture` (classmethod, also called by the predictor with no trainer
-  instance): builds the network from class attributes plus the record kept in the plans.
+  instance): builds the network from class attributes plus the records kept in the plans; the
+  input recipe (`input_recipe.py`: resolved, checked and recorded by `__init__` before nnU-Net writes)
+  puts its module in front of the encoder.
 - `initialize`: loads the backbone weights after nnU-Net built (and maybe compiled) the network,
   and records backbone, weights and the position-embedding resize rule in the plans.
 - `configure_optimizers`: trainable parameters only (the frozen backbone never enters the
@@ -36,8 +38,10 @@ from ..backbones import BackboneSpec, get_backbone_spec, load_backbone_weights, 
 from ..backbones.weights import describe_weights_record
 from ..backbones.weights_check import check_weights_source
 from ..networks.base import DinoSegmentationNetwork, count_parameters
-from ..plans import PLANS_RECORD_KEY, rounded_patch_size, update_configuration
 from ..errors import UserError
+from ..networks.input_recipes import apply_input_recipe
+from ..plans import PLANS_RECORD_KEY, rounded_patch_size, update_configuration
+from .input_recipe import INPUT_RECIPE_KEY, describe_recipe, input_recipe_record, input_record
 from .records import CHECKPOINT_ORDER, other_folds_weights, write_atomically, write_fold_weights_record
 from .schedules import EpochLRSchedule
 
@@ -95,12 +99,16 @@ class nnUNetTrainerDino(nnUNetTrainer):
     warmup_epochs: int = 0
     debug_run: bool = False                 # `_debug` twins: 2 short epochs, for tests
     seed: Optional[int] = None              # fixed seed (debug twins: 0); env nnUNet_dino_seed overrides
+    input_recipe: str = "auto"              # 'auto' | 'zscore' | 'rgb' | 'ct_windows' | 'meddinov3' (input_recipe.py)
+    input_recipe_options: Dict[str, object] = {}  # ct_windows: {'windows': [preset or (width, level)] * 3}
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         self._check_configuration(plans, configuration)  # before nnU-Net writes anything
         self.weights_source = locate_weights(self.backbone_spec())  # refuse early, write nothing:
         check_weights_source(self.weights_source, self.backbone_spec())  # unreadable or another model
+        input_recipe = input_recipe_record(type(self), PlansManager(plans), configuration, self.weights_source,
+                                           dataset_json.get("channel_names"))
         resuming = bool(plans.get("continue_training"))  # nnUNetv2_train --c (nnU-Net pops the key)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.resuming = resuming
@@ -117,7 +125,8 @@ class nnUNetTrainerDino(nnUNetTrainer):
             self.print_to_log_file(f"nnunet-dino: patch size {self.configuration_manager.patch_size} -> "
                                    f"{list(patch)} (multiple of {self.patch_multiple()}), written to the plans")
         self.plans_manager, self.configuration_manager = update_configuration(
-            self.plans_manager, configuration, patch_size=list(patch))
+            self.plans_manager, configuration, patch_size=list(patch), **{INPUT_RECIPE_KEY: input_recipe})
+        self.print_to_log_file(f"nnunet-dino: {describe_recipe(input_recipe)}")
         self.print_to_log_file(f"nnunet-dino: backbone {self.backbone}, weights: {self.weights_source.describe()}")
         if self.weights_source.is_random:
             self.print_to_log_file(RANDOM_BACKBONE_BANNER)
@@ -169,11 +178,13 @@ class nnUNetTrainerDino(nnUNetTrainer):
         ndim = len(configuration_manager.patch_size)
         if ndim != 2:
             raise _unsupported_configuration(cls.__name__, "this", ndim)
-        # nnU-Net's rgb_to_0_1 gives [0, 1] RGB: apply the ImageNet affine DINO was trained with.
-        imagenet = num_input_channels == 3 and all(
+        # plans without a recorded input recipe: nnU-Net's rgb_to_0_1 [0, 1] RGB gets the ImageNet affine
+        recipe = input_record(configuration_manager)
+        imagenet = not recipe and num_input_channels == 3 and all(
             n == "RGBTo01Normalization" for n in configuration_manager.normalization_schemes)
-        return cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,
-                                 backbone=cls.backbone, imagenet_normalize=imagenet, **cls.network_kwargs)
+        network = cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,
+                                    backbone=cls.backbone, imagenet_normalize=imagenet, **cls.network_kwargs)
+        return apply_input_recipe(network, recipe)
 
     @property
     def unwrapped_network(self) -> DinoSegmentationNetwork:
@@ -188,6 +199,8 @@ class nnUNetTrainerDino(nnUNetTrainer):
                   "pos_embed_resize": net.backbone.pos_embed_resize, "weights": info}
         self.plans_manager, self.configuration_manager = update_configuration(
             self.plans_manager, self.configuration_name, **{PLANS_RECORD_KEY: record})
+        for note in info.get("notes", ()):  # e.g. training-checkpoint heads dropped
+            self.print_to_log_file(f"nnunet-dino: {note}")
         trainable, total = count_parameters(net)
         self.print_to_log_file(f"nnunet-dino: {type(net).__name__} parameters: trainable {trainable:,} / total "
                                f"{total:,} ({100 * trainable / total:.1f} % trainable); frozen backbone "
