@@ -18,7 +18,9 @@ from ..evaluation.folders import case_name
 from ..errors import MissingInputError, OptionError
 from ..nnunet import (dataset_id, dataset_name, gt_folder, model_folder, plans_flags,
                       preprocessed_folder)
-from ..nnunet.models import model_facts, trained_on_random_backbone_folder
+from ..backbones.weights import describe_weights_record, record_is_random
+from ..nnunet.models import model_facts
+from ..training.records import fold_weights_record
 from .statistics import MEAN_KEY, aggregate_folds, choose_reference, compare_to_reference
 
 
@@ -87,6 +89,22 @@ def _model_facts(name: str, trainer: str, plans: str, configuration: str, folds:
     return {"error": "no checkpoint_final.pth in the requested folds"}
 
 
+def weights_notes(trainer: str, folder: str, folds: Sequence[int]) -> List[str]:
+    """What each fold's own record says about its frozen backbone: random (tests and demos only), or
+    weights that differ between folds (the checkpoint is the truth; plans.json holds the last fold's)."""
+    records = {fold: fold_weights_record(os.path.join(folder, f"fold_{fold}")) for fold in folds}
+    records = {fold: r for fold, r in records.items() if r}
+    notes = []
+    random = [fold for fold, r in records.items() if record_is_random(r.get("weights"))]
+    if random:
+        notes.append(f"`{trainer}` fold(s) {', '.join(map(str, random))} were trained on a RANDOM frozen backbone "
+                     f"(nnUNet_dino_weights=random): their numbers show the pipeline works, not what the method can do")
+    if len({r.get("sha256") for r in records.values()}) > 1:
+        notes.append(f"`{trainer}`: its folds were trained with DIFFERENT backbone weights: "
+                     + "; ".join(f"fold {fold}: {describe_weights_record(r)}" for fold, r in records.items()))
+    return notes
+
+
 def build_report(dataset: str, trainers: Sequence[str], folds: Sequence[int] = (0, 1, 2, 3, 4),
                  plans: str = "nnUNetPlans", configuration: str = "2d", output: Optional[str] = None,
                  reference: Optional[str] = None, num_processes: int = 1) -> CrossValReport:
@@ -115,9 +133,7 @@ def build_report(dataset: str, trainers: Sequence[str], folds: Sequence[int] = (
         summary[trainer] = aggregate_folds(fold_summaries, [c.key for c in classes])
         models[trainer] = _model_facts(name, trainer, plans, configuration, folds)
 
-    notes = [f"`{t}` was trained on a RANDOM frozen backbone (nnUNet_dino_weights=random): its numbers show the "
-             f"pipeline works, not what the method can do" for t in trainers
-             if trained_on_random_backbone_folder(model_folder(name, t, plans, configuration), configuration)]
+    notes = [note for t in trainers for note in weights_notes(t, model_folder(name, t, plans, configuration), folds)]
     case_sets = {t: {r["case"] for r in rows} for t, rows in per_case.items()}
     if len({frozenset(s) for s in case_sets.values()}) > 1:
         notes.append("the trainers were validated on different case sets (different splits?): paired tests use "

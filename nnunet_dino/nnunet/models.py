@@ -56,14 +56,6 @@ def model_facts(model_folder: str, fold: int = 0) -> dict:
             "trainable_params": trainable, "total_params": total, "patch_size": list(config.patch_size)}
 
 
-def trained_on_random_backbone_folder(model_folder: str, configuration: str) -> bool:
-    """Whether a model folder's plans record a random frozen DINO backbone (tests and demos only)."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-    from ..plans import trained_on_random_backbone
-    path = os.path.join(model_folder, "plans.json")
-    return os.path.isfile(path) and trained_on_random_backbone(PlansManager(path).get_configuration(configuration))
-
-
 def bundle_model_folder(model_folder: str) -> list:
     """Rewrite every slim `fold_*/checkpoint_*.pth` of a results folder as self-contained. Returns
     the files rewritten (already self-contained ones are left alone)."""

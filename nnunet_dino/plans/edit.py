@@ -10,7 +10,6 @@ from typing import Sequence, Tuple
 
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from ..backbones.weights import record_is_random
 
 #: key of the record DINO trainers keep in their configuration (backbone, weights, resize rule)
 PLANS_RECORD_KEY = "nnunet_dino"
@@ -19,11 +18,6 @@ PLANS_RECORD_KEY = "nnunet_dino"
 def dino_record(configuration_manager: ConfigurationManager) -> dict:
     """The record a DINO trainer kept in this configuration ({} for other trainers' plans)."""
     return configuration_manager.configuration.get(PLANS_RECORD_KEY, {})
-
-
-def trained_on_random_backbone(configuration_manager: ConfigurationManager) -> bool:
-    """Whether the model was trained with `nnUNet_dino_weights=random` (tests and demos only)."""
-    return record_is_random(dino_record(configuration_manager).get("weights"))
 
 
 def rounded_patch_size(patch_size: Sequence[int], multiple: int) -> Tuple[int, ...]:
