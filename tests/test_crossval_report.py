@@ -259,7 +259,8 @@ def test_report_files_parameter_counts_and_box_plots(report):
     dice = data["summary"][TRAINERS[1]]["1"]["Dice"]  # a computed cell, and the comparison section, not fixed text
     assert f"{dice['mean']:.3f} ± {dice['sd']:.3f}" in markdown
     assert f"## Paired comparison against `{TRAINERS[0]}`" in markdown
-    assert any("`nnUNetTrainerSegDINO_debug` fold(s) 0, 1 were trained on a RANDOM frozen backbone" in note
+    folds = ", ".join(map(str, FOLDS))
+    assert any(f"`nnUNetTrainerSegDINO_debug` fold(s) {folds} were trained on a RANDOM frozen backbone" in note
                for note in data["notes"])  # read from each fold's own weights record
     assert not any("nnUNetTrainer_debug`" in note for note in data["notes"])
     summary = list(csv.DictReader(open(os.path.join(output, "cv_summary.csv"))))
