@@ -1,0 +1,101 @@
+"""The CUDA training path, simulated on the CPU as closely as it goes.
+
+nnU-Net trains on CUDA under an fp16 autocast around network and loss, with a GradScaler, and
+compiles the network. Here: the same step under `torch.autocast("cpu", torch.float16)` and
+`torch.amp.GradScaler("cpu")`, with the frozen encoder's CUDA precision rule forced on for CPU
+tensors, compiled with aot_eager (and inductor where a C++ compiler exists); and every trainable
+parameter must get a gradient, whatever the number of input channels.
+"""
+import importlib
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dino_weights_helpers import tiny_spec
+from nnunet_dino.networks.dino_unet import SqueezeExcitation
+
+FAMILIES = {  # name: (module, class, backbone, small options)
+    "SegDINO": ("segdino", "SegDINO", "dinov3_vits16", {}),
+    "UDFA": ("udfa", "UDFA", "dinov2_vits14", dict(spa_channels=(8, 16, 16, 32, 32), bottleneck_channels=32)),
+    "DinoUNet": ("dino_unet", "DinoUNet", "dinov3_vits16", dict(decoder_channels=(8, 16, 32, 32), fapm_rank=16)),
+}
+BACKENDS = ["aot_eager"] + (["inductor"] if shutil.which("g++") or shutil.which("cc") else [])
+
+
+def build(family: str, input_channels: int = 1, num_classes: int = 3):
+    module, name, backbone, options = FAMILIES[family]
+    torch.manual_seed(0)
+    cls = getattr(importlib.import_module(f"nnunet_dino.networks.{module}"), name)
+    return cls(input_channels, num_classes, backbone=tiny_spec(backbone), cpu_precision="fp32", **options)
+
+
+def wake_gates(net):
+    """Dino U-Net's squeeze-excitation gates (a ReLU hidden layer of C // 16 units) may start dead at
+    PyTorch's default init: then their parameters get a zero gradient, a real one (DDP accepts it), not
+    a missing one. A positive hidden bias wakes them, so the wiring test can ask for non-zero gradients."""
+    for module in net.modules():
+        if isinstance(module, SqueezeExcitation):
+            torch.nn.init.constant_(module.gate[1].bias, 1.0)
+    return net
+
+
+def simulate_cuda_precision(net):
+    """Make the frozen encoder apply its CUDA precision rule to CPU tensors (as `x.is_cuda` would)."""
+    net.backbone.autocast = lambda x: torch.autocast("cpu", dtype=torch.bfloat16)
+    return net
+
+
+def train_steps(net, model, channels: int, amp: bool, steps: int = 2):
+    """`steps` of nnUNetTrainer.train_step on `model` (net or its compiled form), on one batch: with
+    `amp`, fp16 autocast around network and loss and a GradScaler; SGD with nnU-Net's momentum and
+    gradient clipping. Returns the losses and, per step, the trainable parameters that got no
+    gradient (None) and those whose gradient was None or all zero."""
+    trainable = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD([p for _, p in trainable], lr=1e-2, momentum=0.99, nesterov=True)
+    scaler = torch.amp.GradScaler("cpu", enabled=amp)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, channels, 64, 64, generator=gen)
+    target = torch.randint(0, 3, (2, 64, 64), generator=gen)
+    losses, missing, idle = [], [], []
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.float16, enabled=amp):
+            loss = F.cross_entropy(model(x), target)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        missing.append(sorted(n for n, p in trainable if p.grad is None))
+        idle.append({n for n, p in trainable if p.grad is None or not p.grad.abs().sum() > 0})
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(float(loss.detach()))
+    return losses, missing, idle
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_compiled_fp16_amp_step_with_the_encoders_cuda_precision(family, backend, one_thread):
+    """Compiled forward + backward + GradScaler step agrees with eager; every trainable parameter has a
+    gradient tensor in every step (fp16 may round some to zero early on: zero-initialised gates)."""
+    torch._dynamo.reset()
+    net = simulate_cuda_precision(build(family)).train()
+    eager_net = simulate_cuda_precision(build(family)).train()
+    losses, missing, _ = train_steps(net, torch.compile(net, backend=backend), 1, amp=True)
+    reference, _, _ = train_steps(eager_net, eager_net, 1, amp=True)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses == pytest.approx(reference, rel=2e-2)
+    assert missing == [[], []]
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_trainable_parameter_gets_a_gradient(family, channels, one_thread):
+    """In fp32, so that only the wiring decides. Zero-initialised gates (U-DFA's injection LayerScale)
+    leave what they gate with a zero gradient at step 0 only: a parameter passes with a gradient in
+    every step that is non-zero in one of the two."""
+    net = wake_gates(build(family, channels)).train()
+    _, missing, idle = train_steps(net, net, channels, amp=False)
+    assert missing == [[], []]
+    assert not idle[0] & idle[1], f"trainable parameters without a gradient: {sorted(idle[0] & idle[1])[:5]}"
