@@ -8,12 +8,14 @@ parameter must get a gradient, whatever the number of input channels.
 """
 import importlib
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from dino_weights_helpers import tiny_spec
+from nnunet_dino.networks.base import InputToRGB, fixed_channel_map
 from nnunet_dino.networks.dino_unet import SqueezeExcitation
 
 FAMILIES = {  # name: (module, class, backbone, small options)
@@ -43,7 +45,7 @@ def wake_gates(net):
 
 def simulate_cuda_precision(net):
     """Make the frozen encoder apply its CUDA precision rule to CPU tensors (as `x.is_cuda` would)."""
-    net.backbone.autocast = lambda x: torch.autocast("cpu", dtype=torch.bfloat16)
+    net.backbone.reduced_precision_devices += ("cpu",)
     return net
 
 
@@ -99,3 +101,39 @@ def test_every_trainable_parameter_gets_a_gradient(family, channels, one_thread)
     _, missing, idle = train_steps(net, net, channels, amp=False)
     assert missing == [[], []]
     assert not idle[0] & idle[1], f"trainable parameters without a gradient: {sorted(idle[0] & idle[1])[:5]}"
+
+
+def test_fixed_channel_map_keeps_every_channel_and_loads_old_checkpoints():
+    expected = {1: [[1.0], [1.0], [1.0]], 2: [[1, 0], [0, 1], [1, 0]], 3: torch.eye(3).tolist(),
+                4: [[0.5, 0, 0, 0.5], [0, 1, 0, 0], [0, 0, 1, 0]],
+                5: [[0.5, 0, 0, 0.5, 0], [0, 0.5, 0, 0, 0.5], [0, 0, 1, 0, 0]]}
+    for channels, weights in expected.items():
+        torch.testing.assert_close(fixed_channel_map(channels), torch.tensor(weights, dtype=torch.float32))
+    fixed, learnable = InputToRGB(4, learnable=False), InputToRGB(4)
+    x = torch.randn(2, 4, 8, 8)
+    torch.testing.assert_close(fixed(x), torch.stack([(x[:, 0] + x[:, 3]) / 2, x[:, 1], x[:, 2]], dim=1))
+    assert not any(p.requires_grad for p in fixed.parameters()) and all(p.requires_grad for p in learnable.parameters())
+    fixed.load_state_dict(learnable.state_dict())  # same keys: checkpoints from a learnable mix still load
+    segdino, udfa = build("SegDINO", 2), build("UDFA", 2)
+    assert not segdino.input_adapter.mix.weight.requires_grad and udfa.input_adapter.mix.weight.requires_grad
+
+
+def test_the_encoders_precision_rule(monkeypatch):
+    backbone = build("SegDINO").backbone
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    for major, dtype in ((7, torch.float16), (8, torch.bfloat16), (9, torch.bfloat16)):
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device, m=major: SimpleNamespace(major=m))
+        assert backbone.compute_dtype(cuda) == dtype
+    assert backbone.compute_dtype(cpu) is None
+    backbone.reduced_precision_devices += ("cpu",)
+    assert backbone.compute_dtype(cpu) == torch.bfloat16
+    x, weight = torch.randn(2, 4), torch.randn(4, 4)
+    with torch.no_grad(), backbone.autocast(x):  # no gradients: the encoder's dtype, inside any autocast
+        assert (x @ weight).dtype == torch.bfloat16
+    with torch.autocast("cpu", dtype=torch.float16):
+        with torch.no_grad(), backbone.autocast(x):
+            assert (x @ weight).dtype == torch.bfloat16
+        with backbone.autocast(x):  # gradients under an enclosing autocast: its dtype, nothing nested
+            assert (x @ weight).dtype == torch.float16
+    with backbone.autocast(x):
+        assert (x @ weight).dtype == torch.bfloat16

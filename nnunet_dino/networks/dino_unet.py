@@ -259,6 +259,7 @@ class DinoUNet(DinoSegmentationNetwork):
     """
 
     extra_pad_multiple = 32
+    image_reaches_trainable_path = True  # the spatial prior module reads the mapped image
 
     def __init__(self, input_channels: int, num_classes: int, backbone: Union[str, BackboneSpec] = "dinov3_vits16",
                  pos_embed_resize: str = "meta", imagenet_normalize: bool = False,
