@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from dino_weights_helpers import tiny_spec
 from nnunet_dino.networks.base import InputToRGB, fixed_channel_map
@@ -26,11 +27,12 @@ FAMILIES = {  # name: (module, class, backbone, small options)
 BACKENDS = ["aot_eager"] + (["inductor"] if shutil.which("g++") or shutil.which("cc") else [])
 
 
-def build(family: str, input_channels: int = 1, num_classes: int = 3):
+def build(family: str, input_channels: int = 1, num_classes: int = 3, **overrides):
     module, name, backbone, options = FAMILIES[family]
     torch.manual_seed(0)
     cls = getattr(importlib.import_module(f"nnunet_dino.networks.{module}"), name)
-    return cls(input_channels, num_classes, backbone=tiny_spec(backbone), cpu_precision="fp32", **options)
+    return cls(input_channels, num_classes, backbone=tiny_spec(backbone), cpu_precision="fp32",
+               **{**options, **overrides})
 
 
 def wake_gates(net):
@@ -137,3 +139,42 @@ def test_the_encoders_precision_rule(monkeypatch):
             assert (x @ weight).dtype == torch.float16
     with backbone.autocast(x):
         assert (x @ weight).dtype == torch.bfloat16
+
+
+def test_dino_unet_under_sync_batchnorm_compiles_and_computes_batch_norm(one_thread):
+    """nnUNetTrainer compiles the network, then converts its BatchNorms to SyncBatchNorm for DDP.
+    Without a process group (and in eval) SyncBatchNorm computes plain batch norm; its synchronised
+    training needs GPUs (gpu-check's DDP run covers it)."""
+    torch._dynamo.reset()
+    plain, net = build("DinoUNet", drop_path=0.0), build("DinoUNet", drop_path=0.0)  # deterministic
+    compiled = torch.nn.SyncBatchNorm.convert_sync_batchnorm(torch.compile(net, backend="aot_eager"))
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in net.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    x = torch.randn(2, 1, 64, 64)
+    for mode in ("train", "eval"):
+        getattr(plain, mode)(), getattr(net, mode)()
+        out, ref = compiled(x), plain(x)
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    compiled.train()
+    compiled(x).square().mean().backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+
+
+def test_deformable_attention_builds_no_tensor_from_python_data_after_the_first_forward():
+    """torch.tensor / new_tensor from Python lists is a host-to-device copy (and a sync on CUDA)."""
+    class CountLiftFresh(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += func is torch.ops.aten.lift_fresh.default
+            return func(*args, **(kwargs or {}))
+
+    net, x = build("DinoUNet").eval(), torch.randn(1, 1, 64, 96)
+    counts = []
+    for _ in range(2):
+        with torch.no_grad(), CountLiftFresh() as mode:
+            net(x)
+        counts.append(mode.count)
+    assert counts[0] > 0 and counts[1] == 0
