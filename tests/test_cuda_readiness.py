@@ -6,7 +6,8 @@ compiles the network. Here: the same step under `torch.autocast("cpu", torch.flo
 tensors, compiled with aot_eager (and inductor where a C++ compiler exists); and every trainable
 parameter must get a gradient, whatever the number of input channels.
 """
-import importlib
+import json
+import re
 import shutil
 from types import SimpleNamespace
 
@@ -15,24 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from dino_weights_helpers import tiny_spec
+from nnunet_dino.bench import gpu_check
 from nnunet_dino.networks.base import InputToRGB, fixed_channel_map
 from nnunet_dino.networks.dino_unet import SqueezeExcitation
 
-FAMILIES = {  # name: (module, class, backbone, small options)
-    "SegDINO": ("segdino", "SegDINO", "dinov3_vits16", {}),
-    "UDFA": ("udfa", "UDFA", "dinov2_vits14", dict(spa_channels=(8, 16, 16, 32, 32), bottleneck_channels=32)),
-    "DinoUNet": ("dino_unet", "DinoUNet", "dinov3_vits16", dict(decoder_channels=(8, 16, 32, 32), fapm_rank=16)),
-}
+FAMILIES = {family.name: family for family in gpu_check.FAMILIES}  # tiny backbones and CNNs below
 BACKENDS = ["aot_eager"] + (["inductor"] if shutil.which("g++") or shutil.which("cc") else [])
 
 
 def build(family: str, input_channels: int = 1, num_classes: int = 3, **overrides):
-    module, name, backbone, options = FAMILIES[family]
-    torch.manual_seed(0)
-    cls = getattr(importlib.import_module(f"nnunet_dino.networks.{module}"), name)
-    return cls(input_channels, num_classes, backbone=tiny_spec(backbone), cpu_precision="fp32",
-               **{**options, **overrides})
+    return FAMILIES[family].build(input_channels, num_classes, tiny=True, cpu_precision="fp32", **overrides)
 
 
 def wake_gates(net):
@@ -116,7 +109,7 @@ def test_fixed_channel_map_keeps_every_channel_and_loads_old_checkpoints():
     torch.testing.assert_close(fixed(x), torch.stack([(x[:, 0] + x[:, 3]) / 2, x[:, 1], x[:, 2]], dim=1))
     assert not any(p.requires_grad for p in fixed.parameters()) and all(p.requires_grad for p in learnable.parameters())
     fixed.load_state_dict(learnable.state_dict())  # same keys: checkpoints from a learnable mix still load
-    segdino, udfa = build("SegDINO", 2), build("UDFA", 2)
+    segdino, udfa = build("SegDINO", 2), build("U-DFA", 2)
     assert not segdino.input_adapter.mix.weight.requires_grad and udfa.input_adapter.mix.weight.requires_grad
 
 
@@ -146,7 +139,7 @@ def test_dino_unet_under_sync_batchnorm_compiles_and_computes_batch_norm(one_thr
     Without a process group (and in eval) SyncBatchNorm computes plain batch norm; its synchronised
     training needs GPUs (gpu-check's DDP run covers it)."""
     torch._dynamo.reset()
-    plain, net = build("DinoUNet", drop_path=0.0), build("DinoUNet", drop_path=0.0)  # deterministic
+    plain, net = build("Dino U-Net", drop_path=0.0), build("Dino U-Net", drop_path=0.0)  # deterministic
     compiled = torch.nn.SyncBatchNorm.convert_sync_batchnorm(torch.compile(net, backend="aot_eager"))
     assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in net.modules())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
@@ -171,10 +164,46 @@ def test_deformable_attention_builds_no_tensor_from_python_data_after_the_first_
             self.count += func is torch.ops.aten.lift_fresh.default
             return func(*args, **(kwargs or {}))
 
-    net, x = build("DinoUNet").eval(), torch.randn(1, 1, 64, 96)
+    net, x = build("Dino U-Net").eval(), torch.randn(1, 1, 64, 96)
     counts = []
     for _ in range(2):
         with torch.no_grad(), CountLiftFresh() as mode:
             net(x)
         counts.append(mode.count)
     assert counts[0] > 0 and counts[1] == 0
+
+
+class Unwired(gpu_check.Family):
+    """A family whose network carries a trainable parameter no computation uses."""
+
+    def build(self, *args, **kwargs):
+        net = super().build(*args, **kwargs)
+        net.unwired = torch.nn.Parameter(torch.zeros(1))
+        return net
+
+
+def gpu_check_command(argv):
+    import argparse
+
+    from nnunet_dino.commands import gpu_check as command
+    parser = argparse.ArgumentParser()
+    command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["gpu-check", *argv])
+    return args.run(args)
+
+
+def test_gpu_check_command_on_cpu(tmp_path, capsys, monkeypatch, one_thread):
+    argv = ["--device", "cpu", "--tiny", "--steps", "2", "--patch", "64", "64", "--json", str(tmp_path / "r.json")]
+    assert gpu_check_command(argv) == 0
+    table = capsys.readouterr().out
+    for family in FAMILIES:
+        for check, status in (("train", "PASS"), ("gradients", "PASS"), ("predict", "PASS"), ("ddp", "SKIP")):
+            assert re.search(rf"^{re.escape(family)} +{check} +{status} ", table, re.M), (family, check, table)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["passed"] and len(report["rows"]) == 4 * len(FAMILIES)
+
+    monkeypatch.setattr(gpu_check, "FAMILIES", (Unwired("Unwired", "segdino:SegDINO", "dinov3_vits16"),))
+    assert gpu_check_command(argv) == 1
+    table = capsys.readouterr().out
+    assert re.search(r"^Unwired +gradients +FAIL +no gradient: unwired$", table, re.M), table
+    assert re.search(r"^Unwired +train +PASS ", table, re.M) and "SOME CHECKS FAILED" in table

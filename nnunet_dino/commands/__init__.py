@@ -1,0 +1,1 @@
+"""One module per `nnunet-dino` command: `add_parser(subparsers)` and `run(args) -> int`."""
