@@ -226,7 +226,7 @@ def all_passed(rows: Sequence[CheckRow]) -> bool:
 def describe_device(settings: CheckSettings) -> str:
     if settings.device == "cuda":
         props = torch.cuda.get_device_properties(settings.torch_device)
-        return f"cuda ({props.name}, compute capability {props.major}.{props.minor}, {torch.cuda.device_count()} GPU)"
+        return f"cuda ({props.name}, compute capability {props.major}.{props.minor}, {torch.cuda.device_count()} visible)"
     return "cpu"
 
 

@@ -7,6 +7,7 @@ trainable parameter holding a gradient and identical gradients on both ranks.
 """
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 
@@ -28,7 +29,8 @@ def _free_port() -> int:
 
 def _worker(rank: int, family: "gpu_check.Family", settings: "gpu_check.CheckSettings", port: int, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("nccl", rank=rank, world_size=WORLD)
+    # a bounded wait: a rank that fails leaves the other in a collective, which then times out
+    dist.init_process_group("nccl", rank=rank, world_size=WORLD, timeout=datetime.timedelta(minutes=5))
     try:
         device = torch.device("cuda", rank)
         torch.cuda.set_device(device)
