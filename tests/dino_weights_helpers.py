@@ -5,8 +5,7 @@ import torch
 from torch import nn
 
 from nnunet_dino.backbones import BackboneSpec, get_backbone_spec
-
-TINY_ARCH = dict(embed_dim=64, depth=4, num_heads=4)
+from nnunet_dino.bench.gpu_check import TINY_BACKBONE as TINY_ARCH
 
 
 def tiny_spec(base: str = "dinov2_vits14", **arch) -> BackboneSpec:

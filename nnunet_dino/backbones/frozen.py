@@ -7,6 +7,10 @@ into the token stream (U-DFA), where gradients must reach activations but never 
 
 Frozen for real: no parameter requires grad, the ViT stays in eval() whatever `train()` is called
 with, and `forward` builds no autograd graph.
+
+Precision: one rule, `compute_dtype` -- on CUDA the encoder computes in bf16 where the GPU has native
+bf16 (compute capability >= 8.0; DINOv3 was trained in bf16) and in fp16 on older GPUs (T4, V100),
+where bf16 is emulated; elsewhere in the caller's precision. `autocast` applies it.
 """
 from __future__ import annotations
 
@@ -40,14 +44,17 @@ def state_fingerprint(state: dict) -> str:
 
 
 class FrozenDinoBackbone(nn.Module):
-    def __init__(self, spec: BackboneSpec, pos_embed_resize: str = "meta", bf16_on_cuda: bool = True):
+    def __init__(self, spec: BackboneSpec, pos_embed_resize: str = "meta",
+                 reduced_precision_devices: Sequence[str] = ("cuda",)):
+        """`reduced_precision_devices`: device types on which `compute_dtype` applies (empty: never;
+        adding "cpu" applies the CUDA rule to CPU tensors, which is how the tests simulate a GPU)."""
         super().__init__()
         modes = spec.family_ops.pos_embed_modes
         if modes and pos_embed_resize not in modes:
             raise ValueError(f"pos_embed_resize must be one of {modes}")
         self.spec = spec
         self.pos_embed_resize = pos_embed_resize
-        self.bf16_on_cuda = bf16_on_cuda
+        self.reduced_precision_devices = tuple(reduced_precision_devices)
         self.vit = build_timm_vit(spec)
         self.vit.requires_grad_(False)
         self.vit.eval()
@@ -77,11 +84,29 @@ class FrozenDinoBackbone(nn.Module):
     def depth(self) -> int:
         return len(self.vit.blocks)
 
+    # --- precision -----------------------------------------------------------------------------
+    def compute_dtype(self, device: torch.device) -> Optional[torch.dtype]:
+        """The encoder's precision on `device`: bf16 where it is native (CUDA compute capability >= 8.0,
+        and any simulated device), fp16 on older GPUs; None (the caller's precision) on devices not in
+        `reduced_precision_devices`."""
+        if device.type not in self.reduced_precision_devices:
+            return None
+        if device.type == "cuda" and torch.cuda.get_device_properties(device).major < 8:
+            return torch.float16
+        return torch.bfloat16
+
     def autocast(self, x: torch.Tensor):
-        """bf16 autocast on CUDA for frozen-backbone work (DINOv3 was trained in bf16); no-op on CPU."""
-        if self.bf16_on_cuda and x.is_cuda:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """Context for encoder work on `x`: autocast to `compute_dtype`, except where gradients flow
+        through the blocks under an enclosing autocast (U-DFA after its first injection, under nnU-Net's
+        fp16 step autocast). There the blocks run in the enclosing autocast's dtype: a nested autocast of
+        another dtype leaves the backward graph with bf16 and fp16 operands of one op, which AOT autograd
+        rejects when it compiles the backward ("Unexpected floating ScalarType in at::autocast::prioritize").
+        Without gradients (the extractor-only encoders, inference) nothing crosses back, and without an
+        enclosing autocast nothing is mixed: there the rule applies in full."""
+        dtype = self.compute_dtype(x.device)
+        if dtype is None or (torch.is_grad_enabled() and torch.is_autocast_enabled(x.device.type)):
+            return contextlib.nullcontext()
+        return torch.autocast(x.device.type, dtype=dtype)
 
     # --- stage-wise execution ----------------------------------------------------------------
     def embed(self, x: torch.Tensor):

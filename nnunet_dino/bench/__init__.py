@@ -12,8 +12,9 @@ changes during the run (CPU timings still suffer when other jobs oversubscribe t
 average at start and end is reported). No goal is asserted.
 
 Precision: every model as its trainer runs it -- nnUNetTrainer with nnU-Net's fp16 step autocast on
-CUDA and fp32 on a CPU; the plugin networks under the same CUDA autocast (backbone in bf16) and, on a
-CPU, with their `cpu_precision` (default auto: bf16 autocast where the CPU has native bf16).
+CUDA and fp32 on a CPU; the plugin networks under the same CUDA autocast (the backbone by
+FrozenDinoBackbone's precision rule) and, on a CPU, with their `cpu_precision` (default auto: bf16
+autocast where the CPU has native bf16).
 `--cpu-precision fp32` compares like for like; the matmul ceiling is measured in the backbone's dtype.
 
 Networks, optimisers and the loss come from the trainer classes' own hooks

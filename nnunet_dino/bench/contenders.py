@@ -163,7 +163,7 @@ def plugin_cpu_bf16(settings: BenchSettings) -> bool:
 
 def step_autocast(device: torch.device):
     """nnUNetTrainer.train_step's autocast: fp16 over the whole step on CUDA, none on CPU (the DINO
-    backbones nest their own bf16 autocast inside)."""
+    backbones apply their own precision rule inside: FrozenDinoBackbone.autocast)."""
     return torch.autocast("cuda", enabled=True) if device.type == "cuda" else contextlib.nullcontext()
 
 

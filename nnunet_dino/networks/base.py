@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import BackboneSpec, FrozenDinoBackbone, get_backbone_spec
+from ..backbones.normalization import IMAGENET
 from ..backbones.weights import (RANDOM_SETTING, WEIGHTS_ENV_VAR, WeightsError, WeightsSource, describe_weights_record,
                                  load_backbone_weights, locate_weights, record_is_random)
 
@@ -34,21 +35,34 @@ RANDOM_MODEL_BANNER = (
     "!! comparable to the papers. Train with real DINO weights (nnUNet_dino_weights) for real work.\n"
     + "!" * 78)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def fixed_channel_map(input_channels: int) -> torch.Tensor:
+    """(3, C) weights of the fixed channel mapping: output channel j is input channel j mod C for
+    C < 3 (1: repeat; 2: [c0, c1, c0], the official Dino U-Net rule) and the mean of the input
+    channels i with i mod 3 == j for C >= 3 (3: identity; 4: [(c0 + c3) / 2, c1, c2]; none dropped)."""
+    out = torch.arange(3)[:, None]
+    source = torch.arange(input_channels)[None, :]
+    hits = (source == out % input_channels) if input_channels < 3 else (source % 3 == out)
+    hits = hits.float()
+    return hits / hits.sum(dim=1, keepdim=True)
 
 
 class InputToRGB(nn.Module):
     """nnU-Net channels -> 3 channels.
 
     1 channel is repeated and 3 pass through (no parameters: the pretrained patch embedding sees
-    what it was trained on). Any other count (2, 4, ... e.g. multi-sequence MRI) goes through a
-    learnable 1x1 conv initialised to the channel mean, so training starts from a grey image.
+    what it was trained on). Any other count (2, 4, ... e.g. multi-sequence MRI) goes through a 1x1
+    conv `mix`: `learnable` (for networks whose mapped image also feeds a trainable path, which gives
+    the conv its gradient) it starts at the channel mean, so training starts from a grey image;
+    otherwise it is frozen at `fixed_channel_map` (the image then feeds only the frozen encoder, where
+    a learnable conv would get no gradient: stuck at its initialisation on one GPU, a failed second
+    step under DDP). Both keep the state-dict keys `mix.weight` and `mix.bias`.
     `imagenet_normalize` applies the ImageNet mean/std affine, for inputs nnU-Net scaled to [0, 1]
     (`rgb_to_0_1`); z-scored inputs are already standardised and pass as they are.
     """
 
-    def __init__(self, input_channels: int, imagenet_normalize: bool = False):
+    def __init__(self, input_channels: int, imagenet_normalize: bool = False, learnable: bool = True):
         super().__init__()
         if input_channels < 1:
             raise ValueError(f"input_channels must be >= 1, got {input_channels}")
@@ -56,11 +70,14 @@ class InputToRGB(nn.Module):
         self.mix = None
         if input_channels not in (1, 3):
             self.mix = nn.Conv2d(input_channels, 3, kernel_size=1)
-            nn.init.constant_(self.mix.weight, 1.0 / input_channels)
-            nn.init.zeros_(self.mix.bias)
+            with torch.no_grad():
+                self.mix.weight.copy_(fixed_channel_map(input_channels)[:, :, None, None] if not learnable
+                                      else torch.full_like(self.mix.weight, 1.0 / input_channels))
+                self.mix.bias.zero_()
+            self.mix.requires_grad_(learnable)
         self.imagenet_normalize = imagenet_normalize
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(IMAGENET.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET.std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.input_channels:
@@ -120,11 +137,14 @@ class DinoSegmentationNetwork(nn.Module):
     `cpu_precision` is the CPU counterpart of nnU-Net's CUDA autocast: "auto" (default) runs the
     forward under bf16 autocast where the CPU has native bf16 and in fp32 elsewhere; "bf16" and
     "fp32" force one. Logits come back in fp32 so the loss is computed in fp32. CUDA is unaffected
-    (nnU-Net's fp16 step autocast, the backbone's own bf16 autocast).
+    (nnU-Net's fp16 step autocast, the backbone's own precision rule: FrozenDinoBackbone.autocast).
     """
 
     #: H and W must also be multiples of this (besides the ViT patch), e.g. 32 for Dino U-Net
     extra_pad_multiple: int = 1
+    #: whether `segment` feeds the mapped image to a trainable module (a CNN branch), not only to the
+    #: frozen encoder: only then can a learnable channel mix learn (see InputToRGB)
+    image_reaches_trainable_path: bool = False
 
     def __init__(self, input_channels: int, num_classes: int, backbone: Union[str, BackboneSpec],
                  pos_embed_resize: str = "meta", imagenet_normalize: bool = False, cpu_precision: str = "auto"):
@@ -134,7 +154,8 @@ class DinoSegmentationNetwork(nn.Module):
         self.input_channels = input_channels
         self.num_classes = num_classes
         self.backbone = FrozenDinoBackbone(spec, pos_embed_resize=pos_embed_resize)
-        self.input_adapter = InputToRGB(input_channels, imagenet_normalize)
+        self.input_adapter = InputToRGB(input_channels, imagenet_normalize,
+                                        learnable=self.image_reaches_trainable_path)
         self.pad_multiple = self.input_multiple(spec)
 
     @classmethod

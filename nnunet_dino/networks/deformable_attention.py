@@ -15,6 +15,7 @@ are zero, exactly as with zero padding, so the result equals per-level sampling.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import List, Sequence, Tuple
 
@@ -24,6 +25,38 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 Shape2d = Tuple[int, int]
+
+
+def canvas_layout(value_shapes: Sequence[Shape2d]) -> Tuple[List[int], int, int]:
+    """Where `deformable_sample` puts each level on its canvas: (first column of each level, canvas
+    width, canvas height); levels side by side, top-aligned, one zero column between neighbours."""
+    starts, col = [], 0
+    for lvl, (_, w) in enumerate(value_shapes):
+        starts.append(col)
+        col += w + (1 if lvl < len(value_shapes) - 1 else 0)
+    return starts, col, max(h for h, _ in value_shapes)
+
+
+def _build_level_constants(value_shapes: Tuple[Shape2d, ...], device: torch.device,
+                           dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    starts, width, height = canvas_layout(value_shapes)
+    size = torch.tensor([[w, h] for h, w in value_shapes], device=device, dtype=dtype).view(-1, 1, 2)
+    start = torch.tensor([[s, 0] for s in starts], device=device, dtype=dtype).view(-1, 1, 2)
+    return size, start, torch.tensor([width, height], device=device, dtype=dtype)
+
+
+_cached_level_constants = functools.lru_cache(maxsize=64)(_build_level_constants)
+
+
+def level_constants(value_shapes: Sequence[Shape2d], device: torch.device,
+                    dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(L, 1, 2) level sizes as (w, h), (L, 1, 2) canvas offsets as (x, 0) and the (2,) canvas size as
+    (w, h) on `device`: built once per shapes, device and dtype in eager mode (a tensor made from a
+    Python list is a host-to-device copy and, on CUDA, a sync, every forward); a compiled graph holds
+    them as constants, so tracing builds them afresh instead of reading the cache."""
+    shapes = tuple((int(h), int(w)) for h, w in value_shapes)
+    build = _build_level_constants if torch.compiler.is_compiling() else _cached_level_constants
+    return build(shapes, device, dtype)
 
 
 def deformable_sample(value: torch.Tensor, value_shapes: Sequence[Shape2d], locations: torch.Tensor,
@@ -36,21 +69,16 @@ def deformable_sample(value: torch.Tensor, value_shapes: Sequence[Shape2d], loca
     """
     b, _, heads, head_dim = value.shape
     _, nq, _, levels, points, _ = locations.shape
-    canvas_h = max(h for h, _ in value_shapes)
-    pieces, starts = [], []
-    col = 0
+    _, _, canvas_h = canvas_layout(value_shapes)
+    pieces = []
     for lvl, (v, (h, w)) in enumerate(zip(value.split([h * w for h, w in value_shapes], dim=1), value_shapes)):
         v = v.permute(0, 2, 3, 1).reshape(b * heads, head_dim, h, w)
         gap = 1 if lvl < levels - 1 else 0  # a zero column between neighbouring levels
         pieces.append(F.pad(v, (0, gap, 0, canvas_h - h)) if gap or canvas_h > h else v)
-        starts.append(col)
-        col += w + gap
     canvas = torch.cat(pieces, dim=-1) if len(pieces) > 1 else pieces[0]  # (B*M, Dh, Hc, Wc)
 
-    size = locations.new_tensor([[w, h] for h, w in value_shapes]).view(levels, 1, 2)
-    start = locations.new_tensor([[s, 0] for s in starts]).view(levels, 1, 2)
+    size, start, canvas_size = level_constants(value_shapes, locations.device, locations.dtype)
     pixel = torch.clamp(locations * size - 0.5, min=-torch.ones_like(size), max=size)  # level pixels
-    canvas_size = locations.new_tensor([col, canvas_h])
     grid = (pixel + start + 0.5) * (2.0 / canvas_size) - 1.0  # canvas coords, align_corners=False
     grid = grid.permute(0, 2, 1, 3, 4, 5).reshape(b * heads, nq, levels * points, 2)
     dtype = torch.promote_types(canvas.dtype, grid.dtype)  # never round locations down to fp16
@@ -112,8 +140,8 @@ class MultiScaleDeformableAttention(nn.Module):
         v = self.value_proj(value).view(b, value.shape[1], m, self.head_dim)
         offsets = self.sampling_offsets(query).view(b, nq, m, lv, p, 2)
         weights = self.attention_weights(query).view(b, nq, m, lv * p).softmax(-1).view(b, nq, m, lv, p)
-        normaliser = offsets.new_tensor([[w, h] for h, w in value_shapes]).view(lv, 1, 2)
-        locations = reference_points[:, :, None, :, None, :] + offsets / normaliser
+        size = level_constants(value_shapes, offsets.device, offsets.dtype)[0]  # (L, 1, 2) as (w, h)
+        locations = reference_points[:, :, None, :, None, :] + offsets / size
         return self.output_proj(deformable_sample(v, value_shapes, locations, weights))
 
 

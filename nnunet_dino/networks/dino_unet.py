@@ -6,11 +6,15 @@ nnU-Net decoder, as the official code runs it (notes: architectures.md §2.1-§2
     /4, /8, /16, /32 (+ ViT maps, per-level norm) -> FAPM -> [32, 64, 128, 256] -> learnable x4
     upsampling -> skips @ /1, /2, /4, /8 -> nnU-Net UNetDecoder (3 stages) -> 1x1 head.
 
-Differences from the official code, all deliberate: plain BatchNorm2d (or InstanceNorm2d) instead
-of SyncBatchNorm; the ViT stays in eval() (no RoPE jitter, see §1.1); the ConvFFN and the query
-split take the grid shapes explicitly, so H and W only need to be multiples of 32 and of the ViT
-patch (the shell pads to that and crops back); gradient checkpointing is off by default (a
-runtime choice, `gradient_checkpointing=True` reproduces the official `with_cp`).
+Batch norm as the official code: built as BatchNorm2d, which nnU-Net's multi-GPU training turns into
+the official SyncBatchNorm (nnUNetTrainer converts every BatchNorm before wrapping the network in DDP;
+the statistics then span all GPUs' batches). Single-GPU and CPU runs keep BatchNorm2d, which is what
+SyncBatchNorm computes for one process. `norm='instance'` is an alternative for small batches.
+
+Differences from the official code, all deliberate: the ViT stays in eval() (no RoPE jitter, see
+§1.1); the ConvFFN and the query split take the grid shapes explicitly, so H and W only need to be
+multiples of 32 and of the ViT patch (the shell pads to that and crops back); gradient checkpointing
+is off by default (a runtime choice, `gradient_checkpointing=True` reproduces the official `with_cp`).
 
 Trainable parameters for 2 classes and 1 input channel (tests/test_dino_unet_network.py):
 
@@ -23,8 +27,9 @@ Trainable parameters for 2 classes and 1 input channel (tests/test_dino_unet_net
 They are the notes' recount to its rounding (S +0.07 %, B +0.01 %, L -0.002 %, 7B +0.01 % of the
 rounded figures); the notes count the two unused seg layers (388 parameters for 2 classes), which
 we keep frozen (see the decoder). The frozen ViT is not included; 1 or 3 input channels add
-nothing, any other count adds the shell's 1x1 channel mix (15 parameters for 4 channels); each
-extra class adds 33 trainable parameters (the head's 32 weights and a bias).
+nothing, any other count adds the shell's learnable 1x1 channel mix (15 parameters for 4 channels;
+the spatial prior module reads the mapped image, so the mix gets a gradient); each extra class adds
+33 trainable parameters (the head's 32 weights and a bias).
 """
 from __future__ import annotations
 
@@ -44,7 +49,8 @@ NORMS = ("batch", "instance")
 
 
 def norm2d(kind: str, channels: int) -> nn.Module:
-    """The adapter's norm: plain BatchNorm2d (never SyncBatchNorm) or affine InstanceNorm2d."""
+    """The adapter's norm: BatchNorm2d (SyncBatchNorm once nnU-Net's DDP converts it, as the official
+    code) or affine InstanceNorm2d."""
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "instance":
@@ -248,7 +254,7 @@ class DinoUNet(DinoSegmentationNetwork):
     """Dino U-Net. Options beyond the shared contract:
 
     taps: 4 ViT block indices (default: the spec's, S/B [2,5,8,11], L [4,11,17,23], 7B [9,19,29,39]).
-    norm: 'batch' (plain BatchNorm2d, as the official SyncBatchNorm without a process group) or
+    norm: 'batch' (BatchNorm2d; SyncBatchNorm under nnU-Net's DDP, as the official code) or
         'instance' (affine InstanceNorm2d, for small batches) in the SPM and the per-level norms.
     drop_path: stochastic depth on every extractor's FFN branch (0.3).
     num_heads / num_points / value_ratio / ffn_ratio: deformable attention and ConvFFN (16 / 4 / 0.5 / 0.25).
@@ -259,6 +265,7 @@ class DinoUNet(DinoSegmentationNetwork):
     """
 
     extra_pad_multiple = 32
+    image_reaches_trainable_path = True  # the spatial prior module reads the mapped image
 
     def __init__(self, input_channels: int, num_classes: int, backbone: Union[str, BackboneSpec] = "dinov3_vits16",
                  pos_embed_resize: str = "meta", imagenet_normalize: bool = False,

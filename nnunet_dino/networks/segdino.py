@@ -5,7 +5,8 @@ The paper-era head exactly: 4 taps (final LayerNorm applied) -> per-tap 1x1 proj
 1x1 conv to the classes -> bilinear (align_corners=True) up to the input size. No norm and no
 non-linearity: the head is linear in the features. For ViT-S and one output channel it has
 2,213,793 parameters, the paper's 2.21 M. Multi-class through nnU-Net's softmax + Dice/CE loss
-(the original code is binary only).
+(the original code is binary only). The image reaches only the frozen encoder, so inputs with 2 or
+>= 4 channels are mapped to 3 by a fixed rule (`base.fixed_channel_map`), not a learnable conv.
 """
 from __future__ import annotations
 

@@ -43,9 +43,12 @@ Choices where the paper is silent:
   needed as a padding multiple. No deep-supervision heads: the forward returns one tensor.
 - Gradients: blocks before the first injection and the patch embedding run under no_grad, so a
   learnable 1x1 channel mixer (inputs with 2 or >= 4 channels) learns through the SPA only.
-  `checkpoint_backbone=True` recomputes the later frozen blocks in backward (for L and g). On CUDA
-  the frozen blocks run in the backbone's bf16 autocast, like every network here (on CPUs with
-  native bf16 the whole forward runs under bf16 autocast: `cpu_precision` in networks/base.py).
+  `checkpoint_backbone=True` recomputes the later frozen blocks in backward (for L and g).
+- Precision on CUDA: the encoder's own rule (`FrozenDinoBackbone.autocast`: bf16, fp16 before compute
+  capability 8.0) for the patch embedding and the blocks before the first injection; the blocks that
+  carry gradients run in nnU-Net's fp16 step autocast rather than nesting a second dtype inside it
+  (which torch.compile cannot differentiate). On CPUs with native bf16 the whole forward runs under
+  bf16 autocast (`cpu_precision` in networks/base.py).
 - Init: nnU-Net's He-normal for convs; trunc-normal(0.02) for attention and MLP linears.
 
 Parameter counts with the defaults, 1 input channel and 4 classes (each further class adds 33;
@@ -125,6 +128,8 @@ class UDFA(DinoSegmentationNetwork):
     bottleneck_channels: width the final tokens are projected to.
     checkpoint_backbone: recompute the frozen blocks that carry gradients in backward (saves memory).
     """
+
+    image_reaches_trainable_path = True  # the SPA CNN reads the mapped image
 
     def __init__(self, input_channels: int, num_classes: int, backbone: Union[str, BackboneSpec] = "dinov2_vitb14",
                  pos_embed_resize: str = "meta", imagenet_normalize: bool = False, num_fusion_modules: int = 3,
