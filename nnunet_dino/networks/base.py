@@ -103,8 +103,8 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple
 
 @functools.lru_cache(maxsize=None)
 def cpu_has_native_bf16() -> bool:
-    """True where oneDNN runs bf16 in hardware (AVX512-BF16 or AMX): there a bf16 GEMM is ~4x an fp32
-    one (measured 890 vs 208 GFLOP/s on this project's 2-core EPYC); elsewhere bf16 is emulated, slower."""
+    """True where oneDNN runs bf16 in hardware (AVX512-BF16 or AMX): there a bf16 GEMM is several times
+    faster than an fp32 one (README, Performance); elsewhere bf16 is emulated, slower."""
     try:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

