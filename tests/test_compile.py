@@ -1,15 +1,10 @@
 """nnU-Net compiles the network for training on CUDA (nnUNet_compile defaults to on there). Every
 plugin network must trace through torch.compile and train through it; checked on CPU with the
 aot_eager backend (dynamo tracing + AOT autograd, no code generation)."""
-import importlib
-
 import pytest
 import torch
 
-from nnunet_dino.backbones import get_backbone_spec
-
-NETWORKS = [("segdino", "SegDINO", "dinov3_vits16"), ("udfa", "UDFA", "dinov2_vits14"),
-            ("dino_unet", "DinoUNet", "dinov3_vits16")]
+from network_table import FAMILY_NAMES, build_tiny
 
 
 #: fp32 must match tightly; under CPU bf16 autocast the traced graph may round differently (bf16 eps 2**-8)
@@ -17,12 +12,9 @@ PRECISIONS = [("fp32", dict(rtol=1e-4, atol=1e-5)), ("bf16", dict(rtol=5e-2, ato
 
 
 @pytest.mark.parametrize("cpu_precision,tolerance", PRECISIONS)
-@pytest.mark.parametrize("module,name,backbone", NETWORKS)
-def test_compiled_network_matches_eager_forward_and_backward(module, name, backbone, cpu_precision, tolerance):
-    spec = get_backbone_spec(backbone).variant(f"tiny_{backbone}", embed_dim=64, depth=4, num_heads=4)
-    torch.manual_seed(0)
-    net = getattr(importlib.import_module(f"nnunet_dino.networks.{module}"), name)(1, 2, backbone=spec, cpu_precision=cpu_precision)
-    net = net.eval()
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_compiled_network_matches_eager_forward_and_backward(family, cpu_precision, tolerance):
+    net = build_tiny(family, 1, 2, cpu_precision=cpu_precision).eval()
     x = torch.randn(1, 1, 64, 64)
     compiled = torch.compile(net, backend="aot_eager")
     out = compiled(x)

@@ -3,26 +3,18 @@
 "bf16" must really put the frozen ViT and the adapter's GEMMs in bf16 and hand back fp32 logits close
 to fp32's; "fp32" must stay in fp32; "auto" follows the CPU's native bf16 support; training under bf16
 leaves the backbone untouched and gives fp32 gradients."""
-import importlib
 import re
 
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from nnunet_dino.backbones import get_backbone_spec
 from nnunet_dino.networks.base import CPU_PRECISIONS, cpu_has_native_bf16
-
-NETWORKS = [("segdino", "SegDINO", "dinov3_vits16", {}),
-            ("udfa", "UDFA", "dinov2_vits14", dict(spa_channels=(8, 16, 16, 32, 32), bottleneck_channels=32)),
-            ("dino_unet", "DinoUNet", "dinov3_vits16", dict(decoder_channels=(8, 16, 32, 32), fapm_rank=16))]
+from network_table import FAMILY_NAMES, build_tiny
 
 
-def tiny(module: str, name: str, backbone: str, kwargs: dict, cpu_precision: str):
-    spec = get_backbone_spec(backbone).variant(f"tiny_{backbone}", embed_dim=64, depth=4, num_heads=4)
-    torch.manual_seed(0)
-    cls = getattr(importlib.import_module(f"nnunet_dino.networks.{module}"), name)
-    return cls(1, 3, backbone=spec, cpu_precision=cpu_precision, **kwargs)
+def tiny(family: str, cpu_precision: str):
+    return build_tiny(family, 1, 3, cpu_precision=cpu_precision)
 
 
 class MatmulDtypes(TorchDispatchMode):
@@ -46,10 +38,10 @@ def forward_with_matmul_dtypes(net, x):
     return out, mode.dtypes
 
 
-@pytest.mark.parametrize("module,name,backbone,kwargs", NETWORKS)
-def test_bf16_runs_the_backbone_in_bf16_and_returns_fp32_logits_close_to_fp32(module, name, backbone, kwargs):
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_bf16_runs_the_backbone_in_bf16_and_returns_fp32_logits_close_to_fp32(family):
     x = torch.randn(2, 1, 64, 64)
-    fp32, bf16 = (tiny(module, name, backbone, kwargs, p).eval() for p in ("fp32", "bf16"))
+    fp32, bf16 = (tiny(family, p).eval() for p in ("fp32", "bf16"))
     bf16.load_state_dict(fp32.state_dict())
     ref, ref_dtypes = forward_with_matmul_dtypes(fp32, x)
     out, dtypes = forward_with_matmul_dtypes(bf16, x)
@@ -60,7 +52,7 @@ def test_bf16_runs_the_backbone_in_bf16_and_returns_fp32_logits_close_to_fp32(mo
 
 
 def test_auto_follows_native_bf16_and_settings_are_checked():
-    net = tiny(*NETWORKS[0], "auto")
+    net = tiny(FAMILY_NAMES[0], "auto")
     x = torch.zeros(1, 1, 32, 32)
     assert net.uses_cpu_bf16(x) == cpu_has_native_bf16()
     net.set_cpu_precision("fp32")
@@ -70,7 +62,7 @@ def test_auto_follows_native_bf16_and_settings_are_checked():
     with pytest.raises(ValueError, match="cpu_precision must be one of"):
         net.set_cpu_precision("fp16")
     with pytest.raises(ValueError, match=re.escape(str(CPU_PRECISIONS))):
-        tiny(*NETWORKS[0], "half")
+        tiny(FAMILY_NAMES[0], "half")
 
 
 def train(net, steps: int = 5):
@@ -91,12 +83,12 @@ def train(net, steps: int = 5):
     return losses
 
 
-@pytest.mark.parametrize("module,name,backbone,kwargs", NETWORKS)
-def test_training_under_bf16_follows_fp32_and_keeps_the_backbone(module, name, backbone, kwargs):
-    net = tiny(module, name, backbone, kwargs, "bf16").train()
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_training_under_bf16_follows_fp32_and_keeps_the_backbone(family):
+    net = tiny(family, "bf16").train()
     frozen = {k: v.clone() for k, v in net.backbone.state_dict().items()}
     losses = train(net)
-    reference = train(tiny(module, name, backbone, kwargs, "fp32").train())
+    reference = train(tiny(family, "fp32").train())
     assert losses[-1] < losses[0] and reference[-1] < reference[0]
     assert max(abs(a - b) for a, b in zip(losses, reference)) < 0.02 * reference[0]
     assert all(p.dtype == torch.float32 for p in net.parameters())

@@ -19,8 +19,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from nnunet_dino.bench import gpu_check
 from nnunet_dino.networks.base import InputToRGB, fixed_channel_map
 from nnunet_dino.networks.dino_unet import SqueezeExcitation
+from network_table import build_tiny
 
-FAMILIES = {family.name: family for family in gpu_check.FAMILIES}  # tiny backbones and CNNs below
+FAMILIES = {family.name: family for family in gpu_check.FAMILIES}
 #: inductor where a C++ compiler exists, for the families it compiles in a test's time on a CPU (its C++
 #: code generation for Dino U-Net's deformable attention takes many minutes; gpu-check compiles that one
 #: with inductor on CUDA)
@@ -30,7 +31,7 @@ COMPILES = ([(name, "aot_eager") for name in FAMILIES]
 
 
 def build(family: str, input_channels: int = 1, num_classes: int = 3, **overrides):
-    return FAMILIES[family].build(input_channels, num_classes, tiny=True, cpu_precision="fp32", **overrides)
+    return build_tiny(family, input_channels, num_classes, **{"cpu_precision": "fp32", **overrides})
 
 
 def wake_gates(net):

@@ -8,26 +8,23 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from nnunet_dino.backbones import get_backbone_spec
+from network_table import build_tiny
 
-NETWORKS = {  # name: (module, class, backbone, options, input channels)
-    "SegDINO": ("nnunet_dino.networks.segdino", "SegDINO", "dinov3_vits16", {}, 1),
-    "UDFA": ("nnunet_dino.networks.udfa", "UDFA", "dinov2_vits14", {}, 1),
-    "UDFA_LGFA2": ("nnunet_dino.networks.udfa", "UDFA", "dinov2_vits14", {"num_fusion_modules": 2}, 1),
-    "DinoUNet": ("nnunet_dino.networks.dino_unet", "DinoUNet", "dinov3_vits16", {}, 1),
+NETWORKS = {  # name: (family, options, input channels)
+    "SegDINO": ("SegDINO", {}, 1),
+    "UDFA": ("U-DFA", {}, 1),
+    "UDFA_LGFA2": ("U-DFA", {"num_fusion_modules": 2}, 1),
+    "DinoUNet": ("Dino U-Net", {}, 1),
     # 4 channels: the shell maps them to 3 (a learnable 1x1 mix only where the image reaches a trainable path)
-    "SegDINO_4ch": ("nnunet_dino.networks.segdino", "SegDINO", "dinov3_vits16", {}, 4),
-    "UDFA_4ch": ("nnunet_dino.networks.udfa", "UDFA", "dinov2_vits14", {}, 4),
-    "DinoUNet_4ch": ("nnunet_dino.networks.dino_unet", "DinoUNet", "dinov3_vits16", {}, 4),
+    "SegDINO_4ch": ("SegDINO", {}, 4),
+    "UDFA_4ch": ("U-DFA", {}, 4),
+    "DinoUNet_4ch": ("Dino U-Net", {}, 4),
 }
 
 
 def _build(name):
-    import importlib
-    module, cls, backbone, kwargs, channels = NETWORKS[name]
-    spec = get_backbone_spec(backbone).variant(f"tiny_{backbone}", embed_dim=64, depth=4, num_heads=4)
-    torch.manual_seed(0)  # identical initial weights on both ranks (DDP also broadcasts rank 0's)
-    return getattr(importlib.import_module(module), cls)(input_channels=channels, num_classes=3, backbone=spec, **kwargs)
+    family, options, channels = NETWORKS[name]
+    return build_tiny(family, channels, 3, **options)  # seeded: identical on both ranks (DDP broadcasts rank 0's too)
 
 
 def _worker(rank, world, name, port, results):
@@ -41,7 +38,7 @@ def _worker(rank, world, name, port, results):
         torch.manual_seed(100 + rank)  # different data per rank
         for _ in range(2):  # an unused parameter fails at the second step's reduction
             optimizer.zero_grad()
-            x = torch.randn(2, NETWORKS[name][4], 64, 64)
+            x = torch.randn(2, NETWORKS[name][2], 64, 64)
             target = torch.randint(0, 3, (2, 64, 64))
             torch.nn.functional.cross_entropy(net(x), target).backward()
             missing = [n for n, p in net.module.named_parameters() if p.requires_grad and p.grad is None]
