@@ -1,6 +1,7 @@
 """Reliability: crash-resume after SIGKILL (mid-epoch, mid-checkpoint-write), determinism, the out-of-memory message, random-backbone
 models used for prediction, edited plans, and the data catalogue (RGB, 4 channels, ignore label,
 regions) -- each through nnU-Net's own command line."""
+import glob
 import json
 import os
 import signal
@@ -207,3 +208,5 @@ def test_data_catalogue_trains_and_validates(tmp_path, kind, monkeypatch):
     if kind == "four_channel_3d":
         case = next(f for f in os.listdir(fold) if f.endswith(".nii.gz"))
         assert sitk.ReadImage(os.path.join(fold, case)).GetSize()[::-1] == (6, 48, 64)
+        log = open(next(glob.glob(os.path.join(os.path.dirname(fold), "training_log_*.txt")).__iter__())).read()
+        assert "input channels: 4 channels mapped to 3 by a fixed rule: out0 = 0.5*in0 + 0.5*in3" in log

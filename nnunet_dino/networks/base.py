@@ -79,6 +79,22 @@ class InputToRGB(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET.std).view(1, 3, 1, 1), persistent=False)
 
+    def describe(self) -> str:
+        """How the input channels become the encoder's three, in words (for the training log)."""
+        c = self.input_channels
+        if c == 1:
+            rule = "1 channel repeated to 3"
+        elif c == 3:
+            rule = "3 channels passed as they are"
+        elif self.mix.weight.requires_grad:
+            rule = f"{c} channels mixed to 3 by a learnable 1x1 conv (starting at the channel mean)"
+        else:
+            weights = fixed_channel_map(c)
+            rule = f"{c} channels mapped to 3 by a fixed rule: " + ", ".join(
+                f"out{j} = " + " + ".join(f"{w:g}*in{i}" for i, w in enumerate(row.tolist()) if w)
+                for j, row in enumerate(weights))
+        return rule + ("; then the ImageNet mean/std" if self.imagenet_normalize else "")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.input_channels:
             raise ValueError(f"expected {self.input_channels} input channels, got {x.shape[1]}")
