@@ -208,5 +208,5 @@ def test_data_catalogue_trains_and_validates(tmp_path, kind, monkeypatch):
     if kind == "four_channel_3d":
         case = next(f for f in os.listdir(fold) if f.endswith(".nii.gz"))
         assert sitk.ReadImage(os.path.join(fold, case)).GetSize()[::-1] == (6, 48, 64)
-        log = open(next(glob.glob(os.path.join(os.path.dirname(fold), "training_log_*.txt")).__iter__())).read()
+        log = open(glob.glob(os.path.join(os.path.dirname(fold), "training_log_*.txt"))[0]).read()
         assert "input channels: 4 channels mapped to 3 by a fixed rule: out0 = 0.5*in0 + 0.5*in3" in log
