@@ -368,3 +368,13 @@ def test_name_patterns_and_label_plans(tmp_path):
     assert plan.mask_to_label == {0: 0, 128: 1, 255: 2, 99: 3}
     inferred = plan_labels(None, [0, 3, 7])
     assert inferred.labels == {"background": 0, "label_3": 1, "label_7": 2} and inferred.inferred
+
+
+def test_next_steps_fit_the_data():
+    from types import SimpleNamespace
+    from nnunet_dino.onboarding.summary import next_commands
+    few = "\n".join(next_commands(SimpleNamespace(dataset_id=7, ndim=3, num_training=3)))
+    assert "nnUNetv2_train 7 2d all" in few and "crossval" not in few and "nnUNet_dino_weights" in few
+    assert "-c 2d " in few and "-c 2d 3d_fullres" not in few  # DINO trainers use 2d; 3d_fullres is nnU-Net's own
+    many = "\n".join(next_commands(SimpleNamespace(dataset_id=7, ndim=2, num_training=12)))
+    assert "nnunet-dino crossval -d 7" in many and "2d all" not in many

@@ -163,3 +163,11 @@ def test_time_budget_refits_after_a_slow_first_epoch(monkeypatch):
     assert trainer.current_epoch == 51 and clock[0] == 60.0
     assert trainer.num_epochs == trainer.lr_scheduler.num_epochs == 51
     assert any("reached after 51 epochs" in line for line in trainer.logs)
+
+
+def test_validation_predictors_show_their_progress_only_inside_validation():
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunet_dino.training.progress import sliding_window_progress
+    with sliding_window_progress():
+        assert nnUNetPredictor(allow_tqdm=False, device=torch.device("cpu")).allow_tqdm  # as nnU-Net builds it
+    assert not nnUNetPredictor(allow_tqdm=False, device=torch.device("cpu")).allow_tqdm

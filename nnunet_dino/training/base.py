@@ -43,6 +43,7 @@ from ..networks.input_recipes import apply_input_recipe
 from ..plans import PLANS_RECORD_KEY, rounded_patch_size, update_configuration
 from .input_recipe import INPUT_RECIPE_KEY, describe_recipe, input_recipe_record, input_record
 from .records import CHECKPOINT_ORDER, other_folds_weights, write_atomically, write_fold_weights_record
+from .progress import sliding_window_progress
 from .schedules import EpochLRSchedule
 
 SEED_ENV_VAR = "nnUNet_dino_seed"
@@ -279,6 +280,11 @@ class nnUNetTrainerDino(nnUNetTrainer):
         raise CorruptCheckpointsError(
             f"Cannot resume {self.output_folder}: every checkpoint is corrupt ({', '.join(failures)}). Delete "
             f"them to train this fold from scratch (without --c), or restore them from a backup.")
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """nnU-Net's validation, with a progress bar over each case's sliding windows."""
+        with sliding_window_progress():
+            return super().perform_actual_validation(save_probabilities)
 
     def set_deep_supervision_enabled(self, enabled: bool):
         pass  # one full-resolution output; nnU-Net toggles this around validation regardless
