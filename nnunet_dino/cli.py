@@ -22,7 +22,8 @@ def _env(args) -> int:
 
 def _demo(args) -> int:
     from .demo import run_demo
-    run_demo(args.output, trainer=args.trainer, baseline=args.baseline, dataset=args.dataset, keep=args.keep)
+    run_demo(args.output, trainer=args.trainer, baseline=args.baseline, dataset=args.dataset, keep=args.keep,
+             budget_seconds=args.budget_seconds)
     return 0
 
 
@@ -168,13 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-np", type=int, default=2, help="processes for preprocessing (default 2)")
     p.set_defaults(func=_plan)
     p = sub.add_parser("demo", help="real MRI (mricron-data): plan, train a DINO trainer and nnUNetTrainer "
-                                    "for one CPU budget, predict, evaluate, write report.md + figures")
+                                    "for one budget, predict, evaluate, write report.md + figures")
     p.add_argument("--output", default="demo_output", help="output folder (default: demo_output)")
     p.add_argument("--trainer", default="nnUNetTrainerUDFA_S_demo", help="the DINO trainer to run")
     p.add_argument("--baseline", default="nnUNetTrainer_demo", help="the comparison trainer")
     p.add_argument("--dataset", default="auto", choices=["auto", "colin27", "synthetic"],
                    help="auto: Colin27 if mricron-data is installed, else synthetic")
     p.add_argument("--keep", action="store_true", help="keep an existing output folder's nnU-Net data")
+    p.add_argument("--budget-seconds", type=float, default=None, metavar="S",
+                   help="train each model for S seconds of wall clock instead of the trainers' fixed number "
+                        "of iterations (equal time: the result then depends on the machine)")
     p.set_defaults(func=_demo)
     p = sub.add_parser("evaluate", help="per-class Dice, HD95 and ASD (mm) of a prediction folder -> JSON + CSV")
     p.add_argument("gt_dir", help="folder of reference segmentations")

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 
 def nnunet_environment(workdir: str, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
@@ -32,18 +32,26 @@ def nnunet_command(name: str) -> str:
     return candidate if os.path.exists(candidate) else (shutil.which(name) or name)
 
 
-def run_step(args: List[str], env: Dict[str, str], log_path: Optional[str] = None, echo: bool = True) -> float:
-    """Run one command; raise with the tail of its output if it fails. Returns seconds taken."""
+def run_step(args: List[str], env: Dict[str, str], log_path: Optional[str] = None, echo: bool = True,
+             on_line: Optional[Callable[[str], None]] = None) -> float:
+    """Run one command; raise with the tail of its output if it fails. Returns seconds taken.
+    `on_line` sees each line of its output as it comes (progress)."""
     start = time.time()
     if echo:
         print("$", " ".join(args), flush=True)
-    proc = subprocess.run([nnunet_command(args[0])] + args[1:], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+    lines = []
+    with subprocess.Popen([nnunet_command(args[0])] + args[1:], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            lines.append(line)
+            if on_line:
+                on_line(line)
+    output = "".join(lines)
     if log_path:
         with open(log_path, "a") as f:
-            f.write(f"$ {' '.join(args)}\n{proc.stdout}\n")
+            f.write(f"$ {' '.join(args)}\n{output}\n")
     if proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(args)}` failed (exit {proc.returncode}):\n{proc.stdout[-6000:]}")
+        raise RuntimeError(f"`{' '.join(args)}` failed (exit {proc.returncode}):\n{output[-6000:]}")
     return time.time() - start
 
 
@@ -55,10 +63,11 @@ def plan_and_preprocess(dataset_id: int, env: Dict[str, str], log_path: Optional
 
 
 def train(dataset_id: int, trainer: str, env: Dict[str, str], fold=0, device: str = "cpu",
-          log_path: Optional[str] = None, plans: str = "nnUNetPlans", extra: List[str] = ()) -> float:
+          log_path: Optional[str] = None, plans: str = "nnUNetPlans", extra: List[str] = (),
+          on_line: Optional[Callable[[str], None]] = None) -> float:
     env = dict(env, nnUNet_n_proc_DA=env.get("nnUNet_n_proc_DA", "0"))
     return run_step(["nnUNetv2_train", str(dataset_id), "2d", str(fold), "-tr", trainer, "-p", plans,
-                     "-device", device, *extra], env, log_path)
+                     "-device", device, *extra], env, log_path, on_line=on_line)
 
 
 def predict(dataset_id: int, trainer: str, input_dir: str, output_dir: str, env: Dict[str, str],

@@ -244,7 +244,7 @@ class Colin27Dataset:
 
 def make_colin27_dataset(raw_root: str, dataset_id: int = 901, name: Optional[str] = None, slab: int = 6,
                          test_slabs: int = 4, downsample: int = 1, overwrite: bool = False,
-                         margin_mm: int = 8) -> Colin27Dataset:
+                         margin_mm: int = 8, structures: Sequence[StructureRule] = STRUCTURES) -> Colin27Dataset:
     """Write `Dataset{id}_{name}` under `raw_root` (imagesTr/labelsTr/imagesTs/labelsTs, dataset.json,
     colin27_conversion.json). `slab` is the thickness of one case in mm (source slices). A case
     holds slab / downsample slices of `downsample` mm isotropic voxels. The dataset is built in a
@@ -259,7 +259,7 @@ def make_colin27_dataset(raw_root: str, dataset_id: int = 901, name: Optional[st
     final = os.path.join(raw_root, f"Dataset{dataset_id:03d}_{name}")
     source = require_mricron_templates()
     _check_target(raw_root, final, dataset_id, overwrite)
-    image, image_zyx, label_zyx, regions, mapping = _load_grouped(source)
+    image, image_zyx, label_zyx, regions, mapping = _load_grouped(source, structures)
 
     # in-plane crop: the brain's bounding box plus a margin of head around it; slabs span its z range
     brain = np.nonzero(label_zyx)
@@ -274,7 +274,7 @@ def make_colin27_dataset(raw_root: str, dataset_id: int = 901, name: Optional[st
     spacing_xyz = tuple(float(v) * downsample for v in image.GetSpacing())
     half = (downsample - 1) / 2  # a block's centre, in source voxels
 
-    labels = dataset_labels()
+    labels = dataset_labels(structures)
     voxels = {split: dict.fromkeys(list(labels)[1:], 0) for split in ("train", "test")}
     tmp = os.path.join(raw_root, f".{os.path.basename(final)}.partial-{uuid.uuid4().hex[:8]}")
     os.makedirs(tmp)
@@ -300,7 +300,7 @@ def make_colin27_dataset(raw_root: str, dataset_id: int = 901, name: Optional[st
             raise ValueError(f"classes {missing} fall in no training slab: use thinner slabs or fewer test slabs")
         case_shape = tuple(int(v) for v in label_zyx[:slab // downsample].shape)
         result = Colin27Dataset(final, dataset_id, labels, slabs, case_shape, spacing_xyz[::-1], voxels)
-        _write_metadata(tmp, result, source, regions, mapping, (z_lo, y0, x0), downsample, margin_mm)
+        _write_metadata(tmp, result, source, regions, mapping, (z_lo, y0, x0), downsample, margin_mm, structures)
         move_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -308,7 +308,7 @@ def make_colin27_dataset(raw_root: str, dataset_id: int = 901, name: Optional[st
     return result
 
 
-def _load_grouped(source: str):
+def _load_grouped(source: str, structures: Sequence[StructureRule]):
     """(ch2 as a SimpleITK image, its (z, y, x) float32 array, the grouped (z, y, x) uint8 labels,
     the AAL regions, AAL index -> label)."""
     import SimpleITK as sitk
@@ -319,7 +319,7 @@ def _load_grouped(source: str):
             or not np.allclose(image.GetDirection(), atlas.GetDirection())):
         raise ValueError(f"{IMAGE_FILE} and {ATLAS_FILE} in {source} are not on the same grid")
     regions = read_aal_regions(os.path.join(source, ATLAS_NAMES_FILE))
-    mapping = group_regions(regions)
+    mapping = group_regions(regions, structures)
     atlas_zyx = sitk.GetArrayFromImage(atlas)
     unknown = set(np.unique(atlas_zyx).tolist()) - {0} - {r.index for r in regions}
     if unknown:
@@ -344,7 +344,7 @@ def _check_target(raw_root: str, final: str, dataset_id: int, overwrite: bool) -
 
 def _write_metadata(folder: str, result: Colin27Dataset, source: str, regions: Sequence[AalRegion],
                     mapping: Dict[int, int], crop_origin_zyx: Tuple[int, int, int], downsample: int,
-                    margin_mm: int) -> None:
+                    margin_mm: int, structures: Sequence[StructureRule]) -> None:
     train = [s for s in result.slabs if s.split == "train"]
     with open(os.path.join(folder, "dataset.json"), "w") as f:
         json.dump({
@@ -368,7 +368,7 @@ def _write_metadata(folder: str, result: Colin27Dataset, source: str, regions: S
     structures = [{"label": label, "name": rule.name, "aal_lobe_codes": list(rule.lobes), "side": rule.side,
                    "description": rule.description,
                    "aal_regions": [{"index": r.index, "name": r.name, "code": r.code} for r in by_label[label]]}
-                  for label, rule in enumerate(STRUCTURES, start=1)]
+                  for label, rule in enumerate(structures, start=1)]
     with open(os.path.join(folder, CONVERSION_JSON), "w") as f:
         json.dump({
             "source": {"folder": source, **{n: {"sha256": _sha256(os.path.join(source, n))} for n in REQUIRED_FILES}},

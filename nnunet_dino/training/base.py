@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import warnings
 from typing import Dict, Optional, Type
 
-import numpy as np
 import torch
 from torch import nn
 from torch._dynamo import OptimizedModule
@@ -36,8 +34,8 @@ from ..backbones import BackboneSpec, get_backbone_spec, load_backbone_weights, 
 from ..networks.base import DinoSegmentationNetwork, count_parameters
 from ..plans import PLANS_RECORD_KEY, dino_record, rounded_patch_size, trained_on_random_backbone, update_configuration
 from .schedules import EpochLRSchedule
+from .seeding import SeededMixin
 
-SEED_ENV_VAR = "nnUNet_dino_seed"
 RANDOM_BACKBONE_WARNING_FILE = "RANDOM_BACKBONE_WARNING.txt"
 DEBUG_RUN = (2, 15, 2)  # `_debug` twins: epochs, iterations per epoch, validation iterations
 
@@ -60,7 +58,7 @@ def _unsupported_configuration(trainer_name: str, configuration: str, ndim: int)
         f"nnU-Net's 2d configuration segments 3D volumes slice by slice.")
 
 
-class nnUNetTrainerDino(nnUNetTrainer):
+class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
     # --- what a per-paper trainer declares ---------------------------------------------------
     network_class: Type[DinoSegmentationNetwork] = None
     backbone: str = None
@@ -70,15 +68,14 @@ class nnUNetTrainerDino(nnUNetTrainer):
     weight_decay_value: float = 1e-4
     lr_schedule: str = "poly"               # 'poly' or 'constant'
     warmup_epochs: int = 0
-    debug_run: bool = False                 # `_debug` twins: 2 short epochs, for tests
-    seed: Optional[int] = None              # fixed seed (debug twins: 0); env nnUNet_dino_seed overrides
+    debug_run: bool = False                 # `_debug` twins: 2 short epochs, for tests (and seed 0)
+    seed: Optional[int] = None              # fixed seed (SeededMixin); env nnUNet_dino_seed overrides
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         self._check_configuration(plans, configuration)  # before nnU-Net writes anything
         self.weights_source = locate_weights(self.backbone_spec())  # refuse early, write nothing
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self._seed_everything()
+        super().__init__(plans, configuration, fold, dataset_json, device)  # SeededMixin seeds here
         self.enable_deep_supervision = False
         self.initial_lr = self.learning_rate
         self.weight_decay = self.weight_decay_value
@@ -98,18 +95,6 @@ class nnUNetTrainerDino(nnUNetTrainer):
             with open(os.path.join(self.output_folder, RANDOM_BACKBONE_WARNING_FILE), "w") as f:
                 f.write(RANDOM_BACKBONE_BANNER.strip() + "\n")
         self._first_loss_logged = False
-
-    def _seed_everything(self) -> None:
-        """Identical runs for a fixed seed on CPU with nnUNet_n_proc_DA=0 (nnU-Net's multi-process
-        augmentation is non-deterministic by design)."""
-        seed = os.environ.get(SEED_ENV_VAR, "").strip()
-        seed = int(seed) if seed else (0 if self.debug_run and self.seed is None else self.seed)
-        if seed is None:
-            return
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        self.print_to_log_file(f"nnunet-dino: seed {seed}")
 
     # --- declarations resolved -----------------------------------------------------------------
     @classmethod

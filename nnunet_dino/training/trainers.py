@@ -9,7 +9,8 @@ from ..networks.dino_unet import DinoUNet
 from ..networks.segdino import SegDINO
 from ..networks.udfa import UDFA
 from .base import DEBUG_RUN, nnUNetTrainerDino
-from .budget import TimeBudgetMixin
+from .budget import BudgetMixin
+from .seeding import SeededMixin
 
 __all__ = [
     "nnUNetTrainerSegDINO", "nnUNetTrainerSegDINO_debug",
@@ -161,18 +162,20 @@ class nnUNetTrainer_debug(nnUNetTrainer):
         self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = DEBUG_RUN
 
 
-# --- equal wall-clock budgets (`make demo`): 300 s of training each, epochs of 10 iterations ------
-class nnUNetTrainer_demo(TimeBudgetMixin, nnUNetTrainer):
-    """nnU-Net's own trainer, network and recipe, stopped by the same CPU time budget."""
+# --- the demo (`make demo`): the same budget of training iterations for every model, seed 0 -----
+class nnUNetTrainer_demo(BudgetMixin, SeededMixin, nnUNetTrainer):
+    """nnU-Net's own trainer, network and recipe, stopped by the demo's budget (seeded)."""
+    seed = 0
 
 
-class nnUNetTrainerUDFA_S_demo(TimeBudgetMixin, nnUNetTrainerUDFA_S):
+class nnUNetTrainerUDFA_S_demo(BudgetMixin, nnUNetTrainerUDFA_S):
+    seed = 0
     warmup_epochs = 2
 
 
-class nnUNetTrainerSegDINO_demo(TimeBudgetMixin, nnUNetTrainerSegDINO):
-    pass
+class nnUNetTrainerSegDINO_demo(BudgetMixin, nnUNetTrainerSegDINO):
+    seed = 0
 
 
-class nnUNetTrainerDinoUNet_demo(TimeBudgetMixin, nnUNetTrainerDinoUNet):
-    pass
+class nnUNetTrainerDinoUNet_demo(BudgetMixin, nnUNetTrainerDinoUNet):
+    seed = 0
