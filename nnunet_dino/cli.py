@@ -51,7 +51,7 @@ def _make_dataset(args) -> int:
         return 2
     try:
         result = make_colin27_dataset(raw, args.id, name=args.name, slab=args.slab, test_slabs=args.test_slabs,
-                                      downsample=args.downsample, overwrite=args.overwrite)
+                                      downsample=args.downsample, overwrite=args.overwrite, grouping=args.structures)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"nnunet-dino make-dataset: error: {error}", file=sys.stderr)
         return 2
@@ -196,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slab", type=int, default=6, help="slab (case) thickness in mm (default: 6)")
     p.add_argument("--test-slabs", type=int, default=4, help="held-out test slabs, spread evenly (default: 4)")
     p.add_argument("--downsample", type=int, default=1, help="N mm isotropic voxels instead of 1 mm (default: 1)")
+    p.add_argument("--structures", default="lobes", choices=["lobes", "tissue"],
+                   help="lobes: 13 (lobes per hemisphere, cerebellum); tissue: 3 (cerebral cortex, deep grey, "
+                        "cerebellum; the demo's)")
     p.add_argument("--raw", default=None, help="nnU-Net raw folder (default: $nnUNet_raw)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id and name")
     p.set_defaults(func=_make_dataset)

@@ -167,9 +167,10 @@ def test_iteration_budget_stops_after_exactly_n_steps_whatever_the_clock(nnunet_
     assert trainer.current_epoch == trainer.num_epochs == 3  # 3 + 3 + 1 iterations
     assert trainer.lr_scheduler.max_steps == 3  # nnU-Net's poly schedule ends with the budget
     assert os.path.isfile(os.path.join(trainer.output_folder, "checkpoint_final.pth"))
-    log = open(trainer.log_file).read()
-    assert [line.split(budget.PROGRESS_PREFIX)[1].split(",")[0].strip() for line in log.splitlines()
-            if budget.PROGRESS_PREFIX in line] == ["3/7 iterations", "6/7 iterations", "7/7 iterations"]
+    progress = [p for p in map(budget.parse_progress, open(trainer.log_file).read().splitlines()) if p]
+    assert [(p.done, p.total, p.unit) for p in progress] == [(3, 7, "iterations"), (6, 7, "iterations"),
+                                                             (7, 7, "iterations")]  # what the demo shows
+    assert progress[-1].seconds_left == 0 and progress[0].seconds_left == pytest.approx(progress[0].seconds * 4 / 3)
 
 
 def test_budget_seconds_switches_to_the_wall_clock_and_demo_twins_are_seeded(nnunet_paths, monkeypatch):
