@@ -46,8 +46,9 @@ def build_demo_dataset(raw_root: str, dataset: str = "auto") -> tuple:
             "nothing about generalisation to new patients or scanners."]
     if dataset == "colin27":
         raise FileNotFoundError("mricron-data is not installed: `sudo apt-get install mricron-data`")
-    print("!! mricron-data is not installed (Debian: `sudo apt-get install mricron-data`): "
-          "the demo falls back to a SYNTHETIC dataset of disks and squares.", flush=True)
+    if dataset == "auto":
+        print("!! mricron-data is not installed (Debian: `sudo apt-get install mricron-data`): "
+              "the demo falls back to a SYNTHETIC dataset of disks and squares.", flush=True)
     folder = make_synthetic_2d(raw_root, SYNTHETIC_DEMO_ID)
     return folder, ["**Data:** a synthetic dataset (disks and squares, 10 training + 2 test images), "
                     "because Debian's mricron-data was not available. It shows the pipeline only."]
@@ -147,7 +148,7 @@ def budget_statement(facts: dict) -> str:
     first = next(iter(runs.values()))
     kind = (f"the same budget of **{first.total} training iterations**" if first.unit == "iterations"
             else f"the same wall-clock budget of **{first.total} s**")
-    each = "; ".join(f"`{n}` {p.seconds:.0f} s ({p.seconds / max(p.done, 1):.2f} s per iteration)"
+    each = "; ".join(f"`{n}` {p.seconds:.0f} s (about {p.seconds / max(p.done, 1):.2f} s per iteration)"
                      if p.unit == "iterations" else f"`{n}` {p.seconds:.0f} s" for n, p in runs.items())
     return (f"**Budget:** both models trained for {kind} (batch and patch of nnU-Net's plan, table below). "
             f"Training time on this machine's CPU ({os.cpu_count()} cores): {each}. "
