@@ -196,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slab", type=int, default=6, help="slab (case) thickness in mm (default: 6)")
     p.add_argument("--test-slabs", type=int, default=4, help="held-out test slabs, spread evenly (default: 4)")
     p.add_argument("--downsample", type=int, default=1, help="N mm isotropic voxels instead of 1 mm (default: 1)")
-    p.add_argument("--structures", default="lobes", choices=["lobes", "tissue"],
-                   help="lobes: 13 (lobes per hemisphere, cerebellum); tissue: 3 (cerebral cortex, deep grey, "
+    p.add_argument("--structures", default="lobes", choices=["lobes", "grey"],
+                   help="lobes: 13 (lobes per hemisphere, cerebellum); grey: 2 (cerebral grey matter, "
                         "cerebellum; the demo's)")
     p.add_argument("--raw", default=None, help="nnU-Net raw folder (default: $nnUNet_raw)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id and name")

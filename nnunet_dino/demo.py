@@ -1,6 +1,6 @@
 """`make demo` / `nnunet-dino demo`: the plugin's main job on real anatomy, offline, on a CPU.
 
-1. Builds an nnU-Net raw dataset from Debian's mricron-data: the Colin27 T1 MRI with 3 structures
+1. Builds an nnU-Net raw dataset from Debian's mricron-data: the Colin27 T1 MRI with 2 structures
    grouped from the AAL atlas hand-traced on that brain, cut into axial slabs (2 mm voxels), some
    held out for testing. It is ONE subject: the demo shows the pipeline and fitting on real
    anatomy, not generalisation to new patients. Without mricron-data it says so and falls back to
@@ -36,11 +36,11 @@ def build_demo_dataset(raw_root: str, dataset: str = "auto") -> tuple:
     from .datasets.colin27 import find_mricron_templates, make_colin27_dataset
     from .datasets.synthetic import make_synthetic_2d
     if dataset in ("auto", "colin27") and find_mricron_templates():
-        built = make_colin27_dataset(raw_root, COLIN27_DEMO_ID, downsample=2, overwrite=True, grouping="tissue")
+        built = make_colin27_dataset(raw_root, COLIN27_DEMO_ID, downsample=2, overwrite=True, grouping="grey")
         return built.folder, [
-            "**Data:** the Colin27 T1 MRI (Holmes et al. 1998) with 3 structures (cerebral cortex, deep grey "
-            "nuclei, cerebellum) grouped from the AAL atlas (Tzourio-Mazoyer et al. 2002), which was hand-traced "
-            "on this very brain. The brain is cut into axial slabs of 2 mm voxels; "
+            "**Data:** the Colin27 T1 MRI (Holmes et al. 1998) with 2 structures, the cerebral grey matter "
+            "(cortex and deep nuclei, both sides) and the cerebellum, grouped from the AAL atlas (Tzourio-Mazoyer "
+            "et al. 2002), which was hand-traced on this very brain. The brain is cut into axial slabs of 2 mm voxels; "
             f"{len(os.listdir(os.path.join(built.folder, 'labelsTs')))} slabs are held out for testing.",
             "**This is one subject.** The table shows that the pipeline runs and fits real anatomy; it says "
             "nothing about generalisation to new patients or scanners."]

@@ -3,16 +3,16 @@
 Colin27 (`ch2.nii.gz`) is a T1 MRI averaged from 27 scans of one person (Holmes et al. 1998).
 The AAL atlas (`aal.nii.gz`) was traced by hand on that very brain and shares its 181x217x181 1 mm
 grid (Tzourio-Mazoyer et al. 2002). Its 116 regions are grouped (`GROUPINGS`) into 13 structures
-(`lobes`: the lobes per hemisphere, plus the cerebellum) or 3 (`tissue`, the demo's: cerebral
-cortex, deep grey nuclei, cerebellum). The brain is then cut into consecutive axial slabs of a few
-slices. Every k-th slab is held out for testing.
+(`lobes`: the lobes per hemisphere, plus the cerebellum) or 2 (`grey`, the demo's: cerebral grey
+matter and the cerebellum). The brain is then cut into consecutive axial slabs of a few slices.
+Every k-th slab is held out for testing.
 
 This is ONE subject. The held-out slabs are neighbours of training slabs, so the dataset shows that
 the pipeline runs and fits real anatomy. It says nothing about generalisation to other people.
 
     nnunet-dino make-dataset colin27 --id 901                  # 20 training + 4 test slabs, 6 x 196 x 162
     nnunet-dino make-dataset colin27 --id 902 --downsample 2   # the same slabs at 2 mm: 3 x 98 x 81
-    nnunet-dino make-dataset colin27 --id 902 --downsample 2 --structures tissue   # the demo's: 3 structures
+    nnunet-dino make-dataset colin27 --id 902 --downsample 2 --structures grey   # the demo's: 2 structures
 
 Downsampling is isotropic on purpose. nnU-Net's `2d` configuration slices along the axis with the
 largest spacing (`ExperimentPlanner.determine_transpose`). A slab at 2 x 2 mm in-plane and 1 mm in z
@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .aal import (  # noqa: F401 (the grouping's names, public here too)
-    AAL_LOBES, EXCLUDED_AAL_REGIONS, GROUPINGS, STRUCTURES, TISSUE_STRUCTURES, AalRegion, StructureRule,
+    AAL_LOBES, EXCLUDED_AAL_REGIONS, GREY_MATTER_STRUCTURES, GROUPINGS, STRUCTURES, AalRegion, StructureRule,
     dataset_labels, group_regions, read_aal_regions)
 from .folders import move_into_place
 
