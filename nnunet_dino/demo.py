@@ -134,6 +134,7 @@ def run_demo(output: str, trainer: str = DEFAULT_DINO_TRAINER, baseline: str = D
     print("\nmean foreground Dice: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
     print(budget + f"\ntotal {timings['total'] / 60:.1f} min\nreport: {report}")
     result = {"dataset": folder, "weights": env[WEIGHTS_ENV_VAR], "mean_dice": means, "timings": timings,
+              "budget": {n: f["budget"] and f["budget"]._asdict() for n, f in facts.items()},
               "report": report, "figures": figures}
     with open(os.path.join(output, "demo_result.json"), "w") as f:
         json.dump(result, f, indent=2)
