@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from nnunet_dino.cli import main as cli_main
 from nnunet_dino.datasets import colin27
 from nnunet_dino.datasets.colin27 import (
-    ATLAS_NAMES_FILE, CONVERSION_JSON, EXCLUDED_AAL_REGIONS, IMAGE_FILE, MRICRON_DIR_ENV_VAR, STRUCTURES,
+    ATLAS_NAMES_FILE, CONVERSION_JSON, EXCLUDED_AAL_REGIONS, GROUPINGS, IMAGE_FILE, MRICRON_DIR_ENV_VAR, STRUCTURES,
     AalRegion, MricronDataMissingError, StructureRule, find_mricron_templates, group_regions,
     make_colin27_dataset, plan_slabs, read_aal_regions, require_mricron_templates)
 
@@ -67,6 +67,23 @@ def test_grouping_rejects_gaps_and_overlaps():
         group_regions(regions, [StructureRule("frontal_L", (2,), "L", "")])
     with pytest.raises(ValueError, match="Precentral_L .* matches 2"):
         group_regions(regions, [StructureRule("a", (2, 3), "L", ""), StructureRule("b", (2,), None, "")])
+
+
+def test_the_demo_grouping_is_bilateral_cerebral_grey_matter_and_cerebellum(templates, tmp_path):
+    """nnU-Net's 2d augmentation mirrors left and right, so the demo's structures span both sides."""
+    regions = read_aal_regions(os.path.join(templates, ATLAS_NAMES_FILE))
+    mapping = group_regions(regions, GROUPINGS["grey"])
+    names = {r.name: GROUPINGS["grey"][mapping[r.index] - 1].name for r in regions}
+    assert sorted(mapping) == list(range(1, 117)) and all(rule.side is None for rule in GROUPINGS["grey"])
+    cerebral = ("Precentral_L", "Insula_R", "Hippocampus_L", "Temporal_Pole_Mid_R", "Caudate_L", "Thalamus_R")
+    assert {names[k] for k in cerebral} == {"cerebral_grey_matter"}
+    assert {names[k] for k in ("Cerebelum_Crus1_L", "Cerebelum_10_R", "Vermis_4_5")} == {"cerebellum"}
+    built = make_colin27_dataset(str(tmp_path), 907, downsample=3, test_slabs=3, grouping="grey")
+    assert built.labels == {"background": 0, "cerebral_grey_matter": 1, "cerebellum": 2}
+    assert json.load(open(os.path.join(built.folder, CONVERSION_JSON)))["grouping"]["name"] == "grey"
+    assert not built.missing_classes("train") and not built.missing_classes("test")
+    with pytest.raises(ValueError, match="unknown grouping 'lobe'.*lobes, grey"):
+        make_colin27_dataset(str(tmp_path), 908, grouping="lobe")
 
 
 # --- slabs and split ------------------------------------------------------------------------------

@@ -137,7 +137,7 @@ def test_time_budget_refits_after_a_slow_first_epoch(monkeypatch):
     clock = [0.0]
     monkeypatch.setattr(budget.time, "monotonic", lambda: clock[0])
 
-    class FakeTrainer(budget.TimeBudgetMixin):
+    class FakeTrainer(budget.BudgetMixin):
         time_budget_s = 60.0
 
         def __init__(self):  # no nnU-Net: only what the loop touches
@@ -171,3 +171,51 @@ def test_validation_predictors_show_their_progress_only_inside_validation():
     with sliding_window_progress():
         assert nnUNetPredictor(allow_tqdm=False, device=torch.device("cpu")).allow_tqdm  # as nnU-Net builds it
     assert not nnUNetPredictor(allow_tqdm=False, device=torch.device("cpu")).allow_tqdm
+
+
+def test_iteration_budget_stops_after_exactly_n_steps_whatever_the_clock(nnunet_paths, monkeypatch):
+    """The demo's budget: N training steps (epochs of k, the last one shorter), the schedule stretched
+    to them, however slow the clock says training is."""
+    from nnunet_dino.training import budget
+    from nnunet_dino.training.trainers import nnUNetTrainer_demo
+
+    class SevenSteps(nnUNetTrainer_demo):
+        budget_iterations, budget_iterations_per_epoch, budget_val_iterations_per_epoch = 7, 3, 1
+
+    monkeypatch.delenv(budget.BUDGET_SECONDS_ENV_VAR, raising=False)
+    trainer = make_trainer(SevenSteps, nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])
+    clock = [0.0]
+
+    def slow_clock():  # every reading an hour later: a time budget would have stopped at once
+        clock[0] += 3600.0
+        return clock[0]
+
+    monkeypatch.setattr(budget.time, "monotonic", slow_clock)
+    steps, train_step = [], trainer.train_step
+    trainer.train_step = lambda batch: steps.append(len(steps)) or train_step(batch)
+    trainer.run_training()
+    assert len(steps) == 7
+    assert trainer.current_epoch == trainer.num_epochs == 3  # 3 + 3 + 1 iterations
+    assert trainer.lr_scheduler.max_steps == 3  # nnU-Net's poly schedule ends with the budget
+    assert os.path.isfile(os.path.join(trainer.output_folder, "checkpoint_final.pth"))
+    progress = [p for p in map(budget.parse_progress, open(trainer.log_file).read().splitlines()) if p]
+    assert [(p.done, p.total, p.unit) for p in progress] == [(3, 7, "iterations"), (6, 7, "iterations"),
+                                                             (7, 7, "iterations")]  # what the demo shows
+    assert progress[-1].seconds_left == 0 and progress[0].seconds_left == pytest.approx(progress[0].seconds * 4 / 3)
+
+
+def test_budget_seconds_switches_to_the_wall_clock_and_demo_twins_are_seeded(nnunet_paths, monkeypatch):
+    from nnunet_dino.training.budget import BUDGET_SECONDS_ENV_VAR
+    from nnunet_dino.training.trainers import nnUNetTrainer_demo
+    monkeypatch.setenv(BUDGET_SECONDS_ENV_VAR, "42")
+    timed = make_trainer(nnUNetTrainer_demo, nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])
+    assert timed.time_budget_s == 42.0 and timed.num_epochs == 10_000  # refitted once epochs are timed
+    monkeypatch.delenv(BUDGET_SECONDS_ENV_VAR)
+    weights = []
+    for _ in range(2):  # nnU-Net's own trainer too: the same seed, the same initial network
+        trainer = make_trainer(nnUNetTrainer_demo, nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])
+        assert trainer.time_budget_s is None
+        assert trainer.num_epochs * trainer.num_iterations_per_epoch >= trainer.budget_iterations
+        trainer.initialize()
+        weights.append(trainer.network.state_dict())
+    assert all(torch.equal(v, weights[1][k]) for k, v in weights[0].items())

@@ -4,6 +4,9 @@
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("demo", help="real MRI (mricron-data): plan, train a DINO trainer and nnUNetTrainer "
                                            "for one budget, predict, evaluate, write report.md + figures")
+    p.add_argument("--budget-seconds", type=float, default=None, metavar="S",
+                   help="train each model for S seconds of wall clock instead of the trainers' fixed number "
+                        "of iterations (equal time: the result then depends on the machine)")
     p.add_argument("--output", default="demo_output", help="output folder (default: demo_output)")
     p.add_argument("--trainer", default="nnUNetTrainerUDFA_S_demo", help="the DINO trainer to run")
     p.add_argument("--baseline", default="nnUNetTrainer_demo", help="the comparison trainer")
@@ -15,5 +18,6 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from ..demo import run_demo
-    run_demo(args.output, trainer=args.trainer, baseline=args.baseline, dataset=args.dataset, keep=args.keep)
+    run_demo(args.output, trainer=args.trainer, baseline=args.baseline, dataset=args.dataset, keep=args.keep,
+             budget_seconds=args.budget_seconds)
     return 0

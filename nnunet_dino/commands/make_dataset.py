@@ -13,6 +13,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--downsample", type=int, default=1, help="N mm isotropic voxels instead of 1 mm (default: 1)")
     p.add_argument("--raw", default=None, help="nnU-Net raw folder (default: $nnUNet_raw)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id and name")
+    p.add_argument("--structures", default="lobes", choices=["lobes", "grey"],
+                   help="lobes: 13 (lobes per hemisphere, cerebellum); grey: 2 (cerebral grey matter, "
+                        "cerebellum; the demo's)")
     p.set_defaults(run=run)
 
 
@@ -23,6 +26,6 @@ def run(args) -> int:
     if not raw:
         raise MissingInputError("set nnUNet_raw or pass --raw DIR")
     result = make_colin27_dataset(raw, args.id, name=args.name, slab=args.slab, test_slabs=args.test_slabs,
-                                  downsample=args.downsample, overwrite=args.overwrite)
+                                  downsample=args.downsample, overwrite=args.overwrite, grouping=args.structures)
     print(format_summary(result, raw))
     return 0

@@ -2,15 +2,17 @@
 
 Colin27 (`ch2.nii.gz`) is a T1 MRI averaged from 27 scans of one person (Holmes et al. 1998).
 The AAL atlas (`aal.nii.gz`) was traced by hand on that very brain and shares its 181x217x181 1 mm
-grid (Tzourio-Mazoyer et al. 2002). Its 116 regions are grouped into 13 structures (`STRUCTURES`):
-the lobes per hemisphere, plus the cerebellum. The brain is then cut into consecutive axial slabs
-of a few slices. Every k-th slab is held out for testing.
+grid (Tzourio-Mazoyer et al. 2002). Its 116 regions are grouped (`GROUPINGS`) into 13 structures
+(`lobes`: the lobes per hemisphere, plus the cerebellum) or 2 (`grey`, the demo's: cerebral grey
+matter and the cerebellum). The brain is then cut into consecutive axial slabs of a few slices.
+Every k-th slab is held out for testing.
 
 This is ONE subject. The held-out slabs are neighbours of training slabs, so the dataset shows that
 the pipeline runs and fits real anatomy. It says nothing about generalisation to other people.
 
     nnunet-dino make-dataset colin27 --id 901                  # 20 training + 4 test slabs, 6 x 196 x 162
     nnunet-dino make-dataset colin27 --id 902 --downsample 2   # the same slabs at 2 mm: 3 x 98 x 81
+    nnunet-dino make-dataset colin27 --id 902 --downsample 2 --structures grey   # the demo's: 2 structures
 
 Downsampling is isotropic on purpose. nnU-Net's `2d` configuration slices along the axis with the
 largest spacing (`ExperimentPlanner.determine_transpose`). A slab at 2 x 2 mm in-plane and 1 mm in z
@@ -28,6 +30,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .aal import (  # noqa: F401 (the grouping's names, public here too)
+    AAL_LOBES, EXCLUDED_AAL_REGIONS, GREY_MATTER_STRUCTURES, GROUPINGS, STRUCTURES, AalRegion, StructureRule,
+    dataset_labels, group_regions, read_aal_regions)
 from .folders import move_into_place
 
 MRICRON_DIR_ENV_VAR = "NNUNET_DINO_MRICRON_DIR"
@@ -60,98 +65,6 @@ INSTALL_HINT = (
 
 class MricronDataMissingError(FileNotFoundError):
     """The Colin27/AAL files from `mricron-data` are not installed (or not where we were told)."""
-
-
-# --- the grouping: 116 AAL regions -> 13 structures, as data -------------------------------------
-# The thousands digit of an AAL region code (third column of aal.nii.txt) names its lobe:
-AAL_LOBES = {2: "frontal", 3: "insula", 4: "limbic", 5: "occipital", 6: "parietal",
-             7: "central grey nuclei", 8: "temporal", 9: "cerebellum"}
-
-
-@dataclass(frozen=True)
-class AalRegion:
-    """One line of `aal.nii.txt`: `index name code`, e.g. `1 Precentral_L 2001`."""
-    index: int
-    name: str
-    code: int
-
-    @property
-    def lobe(self) -> int:
-        return self.code // 1000
-
-    @property
-    def side(self) -> Optional[str]:
-        """"L" or "R" from the name's suffix; None for midline regions (the vermis)."""
-        return self.name[-1] if self.name[-2:] in ("_L", "_R") else None
-
-
-@dataclass(frozen=True)
-class StructureRule:
-    """A structure = the AAL regions whose lobe digit is in `lobes`, on `side` (None: any side)."""
-    name: str
-    lobes: Tuple[int, ...]
-    side: Optional[str]
-    description: str
-
-    def matches(self, region: AalRegion) -> bool:
-        return region.lobe in self.lobes and (self.side is None or region.side == self.side)
-
-
-def _per_side(name: str, lobes: Tuple[int, ...], description: str) -> Tuple[StructureRule, ...]:
-    return tuple(StructureRule(f"{name}_{s}", lobes, s, f"{description} ({'left' if s == 'L' else 'right'})")
-                 for s in ("L", "R"))
-
-
-# Label = position + 1 (0 is background). Lobar boundaries follow AAL's own lobe codes. The insula
-# joins the limbic regions because it is small and borders them. The cerebellum, vermis included, is
-# one class: a separate vermis, with the hemispheres split L/R, would make 15 classes. Their borders
-# are an atlas convention that a T1 barely shows. Every AAL region is used; nothing is left out.
-STRUCTURES: Tuple[StructureRule, ...] = (
-    *_per_side("frontal", (2,), "precentral, superior/middle/inferior frontal incl. orbital parts, Rolandic "
-                                "operculum, SMA, olfactory, superior medial, medial orbital, rectus"),
-    *_per_side("parietal", (6,), "postcentral, superior/inferior parietal, supramarginal, angular, "
-                                 "precuneus, paracentral lobule"),
-    *_per_side("temporal", (8,), "Heschl, superior/middle/inferior temporal, temporal poles"),
-    *_per_side("occipital", (5,), "calcarine, cuneus, lingual, superior/middle/inferior occipital, fusiform"),
-    *_per_side("limbic_insula", (3, 4), "insula, anterior/middle/posterior cingulum, hippocampus, "
-                                        "parahippocampal, amygdala"),
-    *_per_side("deep_grey", (7,), "caudate, putamen, pallidum, thalamus"),
-    StructureRule("cerebellum", (9,), None, "cerebellar hemispheres (crus 1-2, lobules 3-10) and vermis"),
-)
-EXCLUDED_AAL_REGIONS: Tuple[str, ...] = ()  # AAL names deliberately left unlabelled: none
-
-
-def read_aal_regions(path: str) -> List[AalRegion]:
-    """Parse `aal.nii.txt` (one `index name code` per line)."""
-    regions = []
-    with open(path) as f:
-        for line in f:
-            parts = line.split()
-            if parts:
-                regions.append(AalRegion(int(parts[0]), parts[1], int(parts[2])))
-    return regions
-
-
-def group_regions(regions: Sequence[AalRegion],
-                  structures: Sequence[StructureRule] = STRUCTURES) -> Dict[int, int]:
-    """AAL index -> structure label (1-based). Every region must match exactly one rule (or be excluded)."""
-    mapping, problems = {}, []
-    for region in regions:
-        hits = [label for label, rule in enumerate(structures, start=1) if rule.matches(region)]
-        if region.name in EXCLUDED_AAL_REGIONS:
-            if hits:
-                problems.append(f"{region.name} is excluded but matches a structure")
-        elif len(hits) != 1:
-            problems.append(f"{region.name} (code {region.code}) matches {len(hits)} structures")
-        else:
-            mapping[region.index] = hits[0]
-    if problems:
-        raise ValueError("AAL grouping is not a partition: " + "; ".join(problems))
-    return mapping
-
-
-def dataset_labels(structures: Sequence[StructureRule] = STRUCTURES) -> Dict[str, int]:
-    return {"background": 0, **{rule.name: label for label, rule in enumerate(structures, start=1)}}
 
 
 # --- finding the data ----------------------------------------------------------------------------
@@ -244,22 +157,25 @@ class Colin27Dataset:
 
 def make_colin27_dataset(raw_root: str, dataset_id: int = 901, name: Optional[str] = None, slab: int = 6,
                          test_slabs: int = 4, downsample: int = 1, overwrite: bool = False,
-                         margin_mm: int = 8) -> Colin27Dataset:
+                         margin_mm: int = 8, grouping: str = "lobes") -> Colin27Dataset:
     """Write `Dataset{id}_{name}` under `raw_root` (imagesTr/labelsTr/imagesTs/labelsTs, dataset.json,
     colin27_conversion.json). `slab` is the thickness of one case in mm (source slices). A case
     holds slab / downsample slices of `downsample` mm isotropic voxels. The dataset is built in a
     hidden temporary folder and renamed at the end, so a failure never leaves a half-written
-    dataset. An existing dataset is replaced only with `overwrite`."""
+    dataset. An existing dataset is replaced only with `overwrite`. `grouping`: a key of `GROUPINGS`."""
     import SimpleITK as sitk
     if downsample < 1 or int(downsample) != downsample:
         raise ValueError(f"downsample must be a positive integer, got {downsample}")
+    if grouping not in GROUPINGS:
+        raise ValueError(f"unknown grouping {grouping!r}: one of {', '.join(GROUPINGS)}")
+    structures = GROUPINGS[grouping]
     if slab < 1 or slab % downsample:
         raise ValueError(f"slab ({slab} mm) must be a positive multiple of downsample ({downsample})")
     name = name or ("Colin27AAL" if downsample == 1 else f"Colin27AAL{downsample}mm")
     final = os.path.join(raw_root, f"Dataset{dataset_id:03d}_{name}")
     source = require_mricron_templates()
     _check_target(raw_root, final, dataset_id, overwrite)
-    image, image_zyx, label_zyx, regions, mapping = _load_grouped(source)
+    image, image_zyx, label_zyx, regions, mapping = _load_grouped(source, structures)
 
     # in-plane crop: the brain's bounding box plus a margin of head around it; slabs span its z range
     brain = np.nonzero(label_zyx)
@@ -274,7 +190,7 @@ def make_colin27_dataset(raw_root: str, dataset_id: int = 901, name: Optional[st
     spacing_xyz = tuple(float(v) * downsample for v in image.GetSpacing())
     half = (downsample - 1) / 2  # a block's centre, in source voxels
 
-    labels = dataset_labels()
+    labels = dataset_labels(structures)
     voxels = {split: dict.fromkeys(list(labels)[1:], 0) for split in ("train", "test")}
     tmp = os.path.join(raw_root, f".{os.path.basename(final)}.partial-{uuid.uuid4().hex[:8]}")
     os.makedirs(tmp)
@@ -300,7 +216,7 @@ def make_colin27_dataset(raw_root: str, dataset_id: int = 901, name: Optional[st
             raise ValueError(f"classes {missing} fall in no training slab: use thinner slabs or fewer test slabs")
         case_shape = tuple(int(v) for v in label_zyx[:slab // downsample].shape)
         result = Colin27Dataset(final, dataset_id, labels, slabs, case_shape, spacing_xyz[::-1], voxels)
-        _write_metadata(tmp, result, source, regions, mapping, (z_lo, y0, x0), downsample, margin_mm)
+        _write_metadata(tmp, result, source, regions, mapping, (z_lo, y0, x0), downsample, margin_mm, grouping)
         move_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -308,7 +224,7 @@ def make_colin27_dataset(raw_root: str, dataset_id: int = 901, name: Optional[st
     return result
 
 
-def _load_grouped(source: str):
+def _load_grouped(source: str, structures: Sequence[StructureRule]):
     """(ch2 as a SimpleITK image, its (z, y, x) float32 array, the grouped (z, y, x) uint8 labels,
     the AAL regions, AAL index -> label)."""
     import SimpleITK as sitk
@@ -319,7 +235,7 @@ def _load_grouped(source: str):
             or not np.allclose(image.GetDirection(), atlas.GetDirection())):
         raise ValueError(f"{IMAGE_FILE} and {ATLAS_FILE} in {source} are not on the same grid")
     regions = read_aal_regions(os.path.join(source, ATLAS_NAMES_FILE))
-    mapping = group_regions(regions)
+    mapping = group_regions(regions, structures)
     atlas_zyx = sitk.GetArrayFromImage(atlas)
     unknown = set(np.unique(atlas_zyx).tolist()) - {0} - {r.index for r in regions}
     if unknown:
@@ -344,13 +260,14 @@ def _check_target(raw_root: str, final: str, dataset_id: int, overwrite: bool) -
 
 def _write_metadata(folder: str, result: Colin27Dataset, source: str, regions: Sequence[AalRegion],
                     mapping: Dict[int, int], crop_origin_zyx: Tuple[int, int, int], downsample: int,
-                    margin_mm: int) -> None:
+                    margin_mm: int, grouping: str) -> None:
+    structures = GROUPINGS[grouping]
     train = [s for s in result.slabs if s.split == "train"]
     with open(os.path.join(folder, "dataset.json"), "w") as f:
         json.dump({
             "name": result.name.split("_", 1)[1],
-            "description": ("Colin27 T1 MRI (one subject) with the AAL atlas grouped into 13 structures "
-                            "(lobes per hemisphere, limbic+insula, deep grey, cerebellum), cut into "
+            "description": (f"Colin27 T1 MRI (one subject) with the AAL atlas grouped into {len(structures)} "
+                            f"structures ({', '.join(r.name for r in structures)}), cut into "
                             f"{len(result.slabs)} axial slabs of {result.case_shape_zyx[0]} slices "
                             f"({result.case_shape_zyx[0] * result.spacing_zyx[0]:g} mm); every "
                             "k-th slab is held out. One brain: shows the pipeline and fitting, not "
@@ -368,11 +285,12 @@ def _write_metadata(folder: str, result: Colin27Dataset, source: str, regions: S
     structures = [{"label": label, "name": rule.name, "aal_lobe_codes": list(rule.lobes), "side": rule.side,
                    "description": rule.description,
                    "aal_regions": [{"index": r.index, "name": r.name, "code": r.code} for r in by_label[label]]}
-                  for label, rule in enumerate(STRUCTURES, start=1)]
+                  for label, rule in enumerate(structures, start=1)]
     with open(os.path.join(folder, CONVERSION_JSON), "w") as f:
         json.dump({
             "source": {"folder": source, **{n: {"sha256": _sha256(os.path.join(source, n))} for n in REQUIRED_FILES}},
-            "grouping": {"rule": "AAL code // 1000 is the lobe (AAL_LOBES); side from the _L/_R name suffix",
+            "grouping": {"name": grouping,
+                         "rule": "AAL code // 1000 is the lobe (AAL_LOBES); side from the _L/_R name suffix",
                          "aal_lobes": {str(k): v for k, v in AAL_LOBES.items()},
                          "excluded_aal_regions": list(EXCLUDED_AAL_REGIONS), "structures": structures},
             "crop": {"source_start_zyx": list(crop_origin_zyx), "margin_mm": margin_mm},

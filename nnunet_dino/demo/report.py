@@ -70,10 +70,13 @@ def write_report(path: str, title: str, intro: Sequence[str], summaries: Dict[st
                                                 "'–' marks a structure with no distance (empty mask). "
                                                 "Per-case values: `metrics_per_case.csv` in each prediction folder.",
                                                 "", "## Models", "",
-                                                "| model | trainer | epochs | patch | trainable / total parameters |",
-                                                "|---|---|---|---|---|"]
+                                                "| model | trainer | epochs | training iterations | training time | "
+                                                "patch | trainable / total parameters |", "|---|---|---|---|---|---|---|"]
     for name, f in facts.items():
-        lines.append(f"| {name} | `{f['trainer']}` | {f['epochs']} | {f['patch_size']} | "
+        run = f.get("budget")
+        steps, took = ("–", "–") if run is None else (
+            run.done if run.unit == "iterations" else "–", f"{run.seconds:.0f} s")
+        lines.append(f"| {name} | `{f['trainer']}` | {f['epochs']} | {steps} | {took} | {f['patch_size']} | "
                      f"{f['trainable_params']:,} / {f['total_params']:,} |")
     lines += ["", "## Figures", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in figures]
     lines += ["", "## Timings (s)", "", " | ".join(f"{k}: {v:.0f}" for k, v in timings.items()), ""]

@@ -1,12 +1,14 @@
 """`make demo` / `nnunet-dino demo`: the plugin's main job on real anatomy, offline, on a CPU.
 
-1. Builds an nnU-Net raw dataset from Debian's mricron-data: the Colin27 T1 MRI with 13 structures
+1. Builds an nnU-Net raw dataset from Debian's mricron-data: the Colin27 T1 MRI with 2 structures
    grouped from the AAL atlas hand-traced on that brain, cut into axial slabs (2 mm voxels), some
    held out for testing. It is ONE subject: the demo shows the pipeline and fitting on real
    anatomy, not generalisation to new patients. Without mricron-data it says so and falls back to
    a synthetic dataset.
 2. Runs nnU-Net's own commands: plan_and_preprocess, then trains one DINO trainer and nnU-Net's
-   own `nnUNetTrainer` for the same wall-clock budget, predicts the held-out cases with both.
+   own `nnUNetTrainer` for the same budget (a number of training iterations, the trainers' class
+   attributes; or `--budget-seconds` of wall clock each), predicts the held-out cases with both.
+   It prints each step, and while training the iterations done and an estimate of the time left.
 3. Evaluates (Dice, HD95, ASD in mm) and writes `report.md` with a per-structure table and PNG
    figures into the output folder.
 """
@@ -21,9 +23,11 @@ from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_t
 
 from ..backbones import WEIGHTS_ENV_VAR, is_random_setting
 from ..backbones.weights import RANDOM_SETTING
+from ..errors import OptionError
 from ..nnunet import model_folder, nnunet_environment, plan_and_preprocess, predict, train
 from ..nnunet.models import model_facts
 from ..training.base import RANDOM_BACKBONE_BANNER
+from ..training.budget import BUDGET_SECONDS_ENV_VAR, parse_progress
 
 COLIN27_DEMO_ID, SYNTHETIC_DEMO_ID = 902, 990
 DEFAULT_DINO_TRAINER, DEFAULT_BASELINE = "nnUNetTrainerUDFA_S_demo", "nnUNetTrainer_demo"
@@ -34,27 +38,51 @@ def build_demo_dataset(raw_root: str, dataset: str = "auto") -> tuple:
     from ..datasets.colin27 import find_mricron_templates, make_colin27_dataset
     from ..datasets.synthetic import make_synthetic_2d
     if dataset in ("auto", "colin27") and find_mricron_templates():
-        built = make_colin27_dataset(raw_root, COLIN27_DEMO_ID, downsample=2, overwrite=True)
+        built = make_colin27_dataset(raw_root, COLIN27_DEMO_ID, downsample=2, overwrite=True, grouping="grey")
         return built.folder, [
-            "**Data:** the Colin27 T1 MRI (Holmes et al. 1998) with 13 structures (lobes per hemisphere, "
-            "limbic/insula, deep grey matter, cerebellum) grouped from the AAL atlas (Tzourio-Mazoyer et al. "
-            "2002), which was hand-traced on this very brain. The brain is cut into axial slabs of 2 mm voxels; "
+            "**Data:** the Colin27 T1 MRI (Holmes et al. 1998) with 2 structures, the cerebral grey matter "
+            "(cortex and deep nuclei, both sides) and the cerebellum, grouped from the AAL atlas (Tzourio-Mazoyer "
+            "et al. 2002), which was hand-traced on this very brain. The brain is cut into axial slabs of 2 mm voxels; "
             f"{len(os.listdir(os.path.join(built.folder, 'labelsTs')))} slabs are held out for testing.",
             "**This is one subject.** The table shows that the pipeline runs and fits real anatomy; it says "
             "nothing about generalisation to new patients or scanners."]
     if dataset == "colin27":
         raise FileNotFoundError("mricron-data is not installed: `sudo apt-get install mricron-data`")
-    print("!! mricron-data is not installed (Debian: `sudo apt-get install mricron-data`): "
-          "the demo falls back to a SYNTHETIC dataset of disks and squares.", flush=True)
+    if dataset == "auto":
+        print("!! mricron-data is not installed (Debian: `sudo apt-get install mricron-data`): "
+              "the demo falls back to a SYNTHETIC dataset of disks and squares.", flush=True)
     folder = make_synthetic_2d(raw_root, SYNTHETIC_DEMO_ID)
     return folder, ["**Data:** a synthetic dataset (disks and squares, 10 training + 2 test images), "
                     "because Debian's mricron-data was not available. It shows the pipeline only."]
 
 
+class StepPrinter:
+    """`[k/n] step` lines; while a trainer runs, its progress every `every_s` seconds and at the end."""
+
+    def __init__(self, steps: int, every_s: float = 20.0):
+        self.steps, self.current, self.every_s, self.last, self.printed = steps, 0, every_s, None, -1e9
+
+    def step(self, text: str) -> None:
+        self.current, self.last, self.printed = self.current + 1, None, -1e9
+        print(f"[{self.current}/{self.steps}] {text}", flush=True)
+
+    def __call__(self, line: str) -> None:  # a line of the trainer's output
+        progress = parse_progress(line)
+        if progress is None:
+            return
+        self.last = progress
+        if time.monotonic() - self.printed >= self.every_s or progress.done >= progress.total:
+            self.printed = time.monotonic()
+            print(f"      {progress.done}/{progress.total} {progress.unit}, {progress.seconds:.0f} s of training, "
+                  f"about {progress.seconds_left:.0f} s left", flush=True)
+
+
 def run_demo(output: str, trainer: str = DEFAULT_DINO_TRAINER, baseline: str = DEFAULT_BASELINE,
-             dataset: str = "auto", keep: bool = False) -> dict:
+             dataset: str = "auto", keep: bool = False, budget_seconds: float = None) -> dict:
     from ..evaluation import evaluate_folders
     from .report import render_figures, write_report
+    if budget_seconds is not None and not budget_seconds > 0:
+        raise OptionError(f"--budget-seconds must be a positive number of seconds, got {budget_seconds:g}")
     output = os.path.abspath(output)
     work = os.path.join(output, "nnunet")
     if os.path.isdir(work) and not keep:
@@ -62,24 +90,33 @@ def run_demo(output: str, trainer: str = DEFAULT_DINO_TRAINER, baseline: str = D
     os.makedirs(output, exist_ok=True)
     env = nnunet_environment(work)
     env.setdefault(WEIGHTS_ENV_VAR, RANDOM_SETTING)
+    env.pop(BUDGET_SECONDS_ENV_VAR, None)
+    if budget_seconds is not None:
+        env[BUDGET_SECONDS_ENV_VAR] = str(budget_seconds)
     random_backbone = is_random_setting(env[WEIGHTS_ENV_VAR])
     if random_backbone:
         print(RANDOM_BACKBONE_BANNER, flush=True)
     log, timings, start = os.path.join(output, "demo_log.txt"), {}, time.time()
+    steps = StepPrinter(7)
 
+    steps.step("building the dataset")
     folder, intro = build_demo_dataset(env["nnUNet_raw"], dataset)
     dataset_id = convert_dataset_name_to_id(os.path.basename(folder))
     print(f"demo dataset: {folder}", flush=True)
+    steps.step("nnU-Net plan and preprocess")
     timings["plan_and_preprocess"] = plan_and_preprocess(dataset_id, env, log)
     summaries, facts, predictions = {}, {}, {}
     dataset_json = os.path.join(folder, "dataset.json")
     for name in (trainer, baseline):
-        timings[f"train {name}"] = train(dataset_id, name, env, log_path=log)
+        steps.step(f"training {name}")
+        timings[f"train {name}"] = train(dataset_id, name, env, log_path=log, on_line=steps)
+        steps.step(f"predicting the test slabs with {name}")
         predictions[name] = os.path.join(output, "predictions", name)
         timings[f"predict {name}"] = predict(dataset_id, name, os.path.join(folder, "imagesTs"), predictions[name],
                                              env, log_path=log)
         summaries[name] = evaluate_folders(os.path.join(folder, "labelsTs"), predictions[name], dataset_json)
-        facts[name] = model_facts(model_folder(os.path.basename(folder), name, results=env["nnUNet_results"]))
+        facts[name] = dict(model_facts(model_folder(os.path.basename(folder), name, results=env["nnUNet_results"])), budget=steps.last)
+    steps.step("evaluating and writing the report")
     labels = json.load(open(dataset_json))["labels"]
     label_names = {str(v): k for k, v in labels.items() if k != "background"}
     figures = render_figures(os.path.join(folder, "imagesTs"), os.path.join(folder, "labelsTs"), predictions,
@@ -90,17 +127,32 @@ def run_demo(output: str, trainer: str = DEFAULT_DINO_TRAINER, baseline: str = D
                "adapter/decoder learn on their own, NOT what the method achieves with pretrained DINO "
                "features. Set `nnUNet_dino_weights` to real weights for a meaningful comparison."
                if random_backbone else f"**Backbone weights:** `{env[WEIGHTS_ENV_VAR]}`.")
-    budget = (f"Both models trained for the same wall-clock budget on this machine's CPU "
-              f"({os.cpu_count()} cores); `nnUNetTrainer_demo` is nnU-Net's own trainer and recipe with that budget.")
+    budget = budget_statement(facts)
     report = os.path.join(output, "report.md")
     write_report(report, "nnunet-dino demo", intro + [weights, budget], summaries, label_names, facts, figures,
                  timings)
     means = {name: s["foreground_mean"]["Dice"] for name, s in summaries.items()}
     print("\n" + open(report).read().split("## Models")[0].split("## Results on the held-out test cases")[1].strip())
     print("\nmean foreground Dice: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
-    print(f"total {timings['total'] / 60:.1f} min\nreport: {report}")
+    print(budget + f"\ntotal {timings['total'] / 60:.1f} min\nreport: {report}")
     result = {"dataset": folder, "weights": env[WEIGHTS_ENV_VAR], "mean_dice": means, "timings": timings,
+              "budget": {n: f["budget"] and f["budget"]._asdict() for n, f in facts.items()},
               "report": report, "figures": figures}
     with open(os.path.join(output, "demo_result.json"), "w") as f:
         json.dump(result, f, indent=2)
     return result
+
+
+def budget_statement(facts: dict) -> str:
+    """What each model's budget was, in iterations and in this machine's seconds."""
+    runs = {name: f["budget"] for name, f in facts.items() if f.get("budget") is not None}
+    if not runs:
+        return "Training budget: not reported by these trainers."
+    first = next(iter(runs.values()))
+    kind = (f"the same budget of **{first.total} training iterations**" if first.unit == "iterations"
+            else f"the same wall-clock budget of **{first.total} s**")
+    each = "; ".join(f"`{n}` {p.seconds:.0f} s (about {p.seconds / max(p.done, 1):.2f} s per iteration)"
+                     if p.unit == "iterations" else f"`{n}` {p.seconds:.0f} s" for n, p in runs.items())
+    return (f"**Budget:** both models trained for {kind} (batch and patch of nnU-Net's plan, table below). "
+            f"Training time on this machine's CPU ({os.cpu_count()} cores): {each}. "
+            "`nnUNetTrainer_demo` is nnU-Net's own trainer, network and recipe with that budget.")

@@ -22,11 +22,9 @@ paper's optimiser. This base owns every integration rule, hook by hook:
 from __future__ import annotations
 
 import os
-import random
 import time
 from typing import Dict, Optional, Type
 
-import numpy as np
 import torch
 from torch import nn
 from torch._dynamo import OptimizedModule
@@ -45,8 +43,8 @@ from .input_recipe import INPUT_RECIPE_KEY, describe_recipe, input_recipe_record
 from .records import CHECKPOINT_ORDER, other_folds_weights, write_atomically, write_fold_weights_record
 from .progress import sliding_window_progress
 from .schedules import EpochLRSchedule
+from .seeding import SeededMixin
 
-SEED_ENV_VAR = "nnUNet_dino_seed"
 TEST_PAUSE_ENV_VAR = "nnUNet_dino_test_pause"  # test-only, see pause_for_test
 RANDOM_BACKBONE_WARNING_FILE = "RANDOM_BACKBONE_WARNING.txt"
 DEBUG_RUN = (2, 15, 2)  # `_debug` twins: epochs, iterations per epoch, validation iterations
@@ -88,7 +86,7 @@ def _unsupported_configuration(trainer_name: str, configuration: str, ndim: int)
         f"nnU-Net's 2d configuration segments 3D volumes slice by slice.")
 
 
-class nnUNetTrainerDino(nnUNetTrainer):
+class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
     # --- what a per-paper trainer declares ---------------------------------------------------
     network_class: Type[DinoSegmentationNetwork] = None
     backbone: str = None
@@ -98,8 +96,8 @@ class nnUNetTrainerDino(nnUNetTrainer):
     weight_decay_value: float = 1e-4
     lr_schedule: str = "poly"               # 'poly' or 'constant'
     warmup_epochs: int = 0
-    debug_run: bool = False                 # `_debug` twins: 2 short epochs, for tests
-    seed: Optional[int] = None              # fixed seed (debug twins: 0); env nnUNet_dino_seed overrides
+    debug_run: bool = False                 # `_debug` twins: 2 short epochs, for tests (and seed 0)
+    seed: Optional[int] = None              # fixed seed (SeededMixin); env nnUNet_dino_seed overrides
     input_recipe: str = "auto"              # 'auto' | 'zscore' | 'rgb' | 'ct_windows' | 'meddinov3' (input_recipe.py)
     input_recipe_options: Dict[str, object] = {}  # ct_windows: {'windows': [preset or (width, level)] * 3}
 
@@ -111,9 +109,8 @@ class nnUNetTrainerDino(nnUNetTrainer):
         input_recipe = input_recipe_record(type(self), PlansManager(plans), configuration, self.weights_source,
                                            dataset_json.get("channel_names"))
         resuming = bool(plans.get("continue_training"))  # nnUNetv2_train --c (nnU-Net pops the key)
-        super().__init__(plans, configuration, fold, dataset_json, device)
+        super().__init__(plans, configuration, fold, dataset_json, device)  # SeededMixin seeds here
         self.resuming = resuming
-        self._seed_everything()
         self.enable_deep_supervision = False
         self.initial_lr = self.learning_rate
         self.weight_decay = self.weight_decay_value
@@ -134,18 +131,6 @@ class nnUNetTrainerDino(nnUNetTrainer):
             with open(os.path.join(self.output_folder, RANDOM_BACKBONE_WARNING_FILE), "w") as f:
                 f.write(RANDOM_BACKBONE_BANNER.strip() + "\n")
         self._first_loss_logged = False
-
-    def _seed_everything(self) -> None:
-        """Identical runs for a fixed seed on CPU with nnUNet_n_proc_DA=0 (nnU-Net's multi-process
-        augmentation is non-deterministic by design)."""
-        seed = os.environ.get(SEED_ENV_VAR, "").strip()
-        seed = int(seed) if seed else (0 if self.debug_run and self.seed is None else self.seed)
-        if seed is None:
-            return
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        self.print_to_log_file(f"nnunet-dino: seed {seed}")
 
     # --- declarations resolved -----------------------------------------------------------------
     @classmethod

@@ -20,7 +20,8 @@ from ..networks.dino_unet import DinoUNet
 from ..networks.segdino import SegDINO
 from ..networks.udfa import UDFA
 from .base import DEBUG_RUN, nnUNetTrainerDino
-from .budget import TimeBudgetMixin
+from .budget import BudgetMixin
+from .seeding import SeededMixin
 
 TRAINERS: Tuple[Tuple[str, str, Dict[str, object]], ...] = (
     # SegDINO (arXiv 2509.00833): DINOv3 + linear multi-level head; AdamW 1e-4, wd 1e-4, no schedule
@@ -89,21 +90,23 @@ class nnUNetTrainer_debug(nnUNetTrainer):
         self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = DEBUG_RUN
 
 
-# --- equal wall-clock budgets (`make demo`): 300 s of training each, epochs of 10 iterations ------
-class nnUNetTrainer_demo(TimeBudgetMixin, nnUNetTrainer):
-    """nnU-Net's own trainer, network and recipe, stopped by the same CPU time budget."""
+# --- the demo (`make demo`): the same budget of training iterations for every model, seed 0 -----
+class nnUNetTrainer_demo(BudgetMixin, SeededMixin, nnUNetTrainer):
+    """nnU-Net's own trainer, network and recipe, stopped by the demo's budget (seeded)."""
+    seed = 0
 
 
-class nnUNetTrainerUDFA_S_demo(TimeBudgetMixin, nnUNetTrainerUDFA_S):  # noqa: F821 (declared by the table)
+class nnUNetTrainerUDFA_S_demo(BudgetMixin, nnUNetTrainerUDFA_S):  # noqa: F821 (declared by the table)
+    seed = 0
     warmup_epochs = 2
 
 
-class nnUNetTrainerSegDINO_demo(TimeBudgetMixin, nnUNetTrainerSegDINO):  # noqa: F821
-    pass
+class nnUNetTrainerSegDINO_demo(BudgetMixin, nnUNetTrainerSegDINO):  # noqa: F821
+    seed = 0
 
 
-class nnUNetTrainerDinoUNet_demo(TimeBudgetMixin, nnUNetTrainerDinoUNet):  # noqa: F821
-    pass
+class nnUNetTrainerDinoUNet_demo(BudgetMixin, nnUNetTrainerDinoUNet):  # noqa: F821
+    seed = 0
 
 
 __all__ = [name for cls in PUBLIC_TRAINERS for name in (cls.__name__, f"{cls.__name__}_debug")] + [
