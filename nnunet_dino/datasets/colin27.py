@@ -23,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -33,7 +31,8 @@ import numpy as np
 from .aal import (  # noqa: F401 (the grouping's names, public here too)
     AAL_LOBES, EXCLUDED_AAL_REGIONS, GREY_MATTER_STRUCTURES, GROUPINGS, STRUCTURES, AalRegion, StructureRule,
     dataset_labels, group_regions, read_aal_regions)
-from .folders import move_into_place
+from ..errors import OptionError
+from .folders import require_dataset_target, staged_dataset
 
 MRICRON_DIR_ENV_VAR = "NNUNET_DINO_MRICRON_DIR"
 DEFAULT_MRICRON_DIRS = ("/usr/share/mricron/templates",)
@@ -165,16 +164,16 @@ def make_colin27_dataset(raw_root: str, dataset_id: int = 901, name: Optional[st
     dataset. An existing dataset is replaced only with `overwrite`. `grouping`: a key of `GROUPINGS`."""
     import SimpleITK as sitk
     if downsample < 1 or int(downsample) != downsample:
-        raise ValueError(f"downsample must be a positive integer, got {downsample}")
+        raise OptionError(f"downsample must be a positive integer, got {downsample}")
     if grouping not in GROUPINGS:
-        raise ValueError(f"unknown grouping {grouping!r}: one of {', '.join(GROUPINGS)}")
+        raise OptionError(f"unknown grouping {grouping!r}: one of {', '.join(GROUPINGS)}")
     structures = GROUPINGS[grouping]
     if slab < 1 or slab % downsample:
-        raise ValueError(f"slab ({slab} mm) must be a positive multiple of downsample ({downsample})")
+        raise OptionError(f"slab ({slab} mm) must be a positive multiple of downsample ({downsample})")
     name = name or ("Colin27AAL" if downsample == 1 else f"Colin27AAL{downsample}mm")
     final = os.path.join(raw_root, f"Dataset{dataset_id:03d}_{name}")
     source = require_mricron_templates()
-    _check_target(raw_root, final, dataset_id, overwrite)
+    replaced = require_dataset_target(raw_root, dataset_id, name, overwrite)
     image, image_zyx, label_zyx, regions, mapping = _load_grouped(source, structures)
 
     # in-plane crop: the brain's bounding box plus a margin of head around it; slabs span its z range
@@ -192,9 +191,7 @@ def make_colin27_dataset(raw_root: str, dataset_id: int = 901, name: Optional[st
 
     labels = dataset_labels(structures)
     voxels = {split: dict.fromkeys(list(labels)[1:], 0) for split in ("train", "test")}
-    tmp = os.path.join(raw_root, f".{os.path.basename(final)}.partial-{uuid.uuid4().hex[:8]}")
-    os.makedirs(tmp)
-    try:
+    with staged_dataset(raw_root, os.path.basename(final), replaced) as tmp:
         for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
             os.mkdir(os.path.join(tmp, sub))
         for s in slabs:
@@ -213,14 +210,10 @@ def make_colin27_dataset(raw_root: str, dataset_id: int = 901, name: Optional[st
                 voxels[s.split][label_name] += int(counts[label])
         missing = [n for n, c in voxels["train"].items() if c == 0]
         if missing:
-            raise ValueError(f"classes {missing} fall in no training slab: use thinner slabs or fewer test slabs")
+            raise OptionError(f"classes {missing} fall in no training slab: use thinner slabs or fewer test slabs")
         case_shape = tuple(int(v) for v in label_zyx[:slab // downsample].shape)
         result = Colin27Dataset(final, dataset_id, labels, slabs, case_shape, spacing_xyz[::-1], voxels)
         _write_metadata(tmp, result, source, regions, mapping, (z_lo, y0, x0), downsample, margin_mm, grouping)
-        move_into_place(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return result
 
 
@@ -245,17 +238,6 @@ def _load_grouped(source: str, structures: Sequence[StructureRule]):
         if index < len(lut):
             lut[index] = label
     return image, sitk.GetArrayFromImage(image).astype(np.float32), lut[atlas_zyx], regions, mapping
-
-
-def _check_target(raw_root: str, final: str, dataset_id: int, overwrite: bool) -> None:
-    os.makedirs(raw_root, exist_ok=True)
-    prefix, base = f"Dataset{dataset_id:03d}_", os.path.basename(final)
-    others = [d for d in os.listdir(raw_root) if d.startswith(prefix) and d != base]
-    if others:  # nnU-Net resolves datasets by id: two folders with one id break every command
-        raise FileExistsError(f"dataset id {dataset_id} is already used by {others} in {raw_root}; "
-                              "pick another id or remove that folder yourself")
-    if os.path.exists(final) and not overwrite:
-        raise FileExistsError(f"{final} exists; pass --overwrite (overwrite=True) to replace it")
 
 
 def _write_metadata(folder: str, result: Colin27Dataset, source: str, regions: Sequence[AalRegion],

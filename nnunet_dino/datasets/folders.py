@@ -22,9 +22,11 @@ class TargetProblem:
     fix: str             # what to do about it
 
 
-def dataset_target(raw: str, dataset_id: int, name: str, overwrite: bool) -> Tuple[List[TargetProblem], List[str]]:
+def dataset_target(raw: str, dataset_id: int, name: str, overwrite: bool,
+                   replace_other_names: bool = False) -> Tuple[List[TargetProblem], List[str]]:
     """(problems, raw folders the new dataset replaces) for writing `Dataset{id:03d}_{name}` into `raw`.
-    A bad id or name raises OptionError at once."""
+    `overwrite` replaces a dataset of that id and name; with `replace_other_names` also one of that id
+    under another name (nnU-Net allows one name per id). A bad id or name raises OptionError at once."""
     if not 1 <= dataset_id <= 999:
         raise OptionError(f"dataset id {dataset_id}: nnU-Net ids are 1..999 (three digits)")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
@@ -32,7 +34,11 @@ def dataset_target(raw: str, dataset_id: int, name: str, overwrite: bool) -> Tup
     prefix, problems = f"Dataset{dataset_id:03d}_", []
     existing = sorted(os.path.join(raw, d) for d in os.listdir(raw)
                       if d.startswith(prefix) and os.path.isdir(os.path.join(raw, d))) if os.path.isdir(raw) else []
-    if existing and not overwrite:
+    others = [p for p in existing if os.path.basename(p) != prefix + name]
+    if others and not replace_other_names:
+        problems.append(TargetProblem(f"dataset id {dataset_id} is already used by another dataset in nnUNet_raw",
+                                      others, "choose another dataset id, or remove that folder yourself"))
+    elif existing and not overwrite:
         problems.append(TargetProblem(f"dataset id {dataset_id} is already used in nnUNet_raw", existing,
                                       "choose another dataset id, or pass --overwrite to replace it"))
     for var in ("nnUNet_preprocessed", "nnUNet_results"):
@@ -48,7 +54,8 @@ def dataset_target(raw: str, dataset_id: int, name: str, overwrite: bool) -> Tup
 
 
 def require_dataset_target(raw: str, dataset_id: int, name: str, overwrite: bool) -> List[str]:
-    """The raw folders the new dataset replaces; ExistingOutputError naming the first problem."""
+    """The raw folders the new dataset replaces (only one of this id and name); ExistingOutputError
+    naming the first problem."""
     problems, existing = dataset_target(raw, dataset_id, name, overwrite)
     if problems:
         first = problems[0]

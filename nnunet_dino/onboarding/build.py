@@ -50,7 +50,7 @@ class OnboardingResult:
 
 def _check_target(raw: str, dataset_id: int, name: str, overwrite: bool) -> tuple:
     """(problems, raw folders to replace) for the dataset id; nnU-Net allows one name per id."""
-    found, existing = dataset_target(raw, dataset_id, name, overwrite)
+    found, existing = dataset_target(raw, dataset_id, name, overwrite, replace_other_names=True)
     return [Problem(p.kind, p.files, p.fix) for p in found], existing
 
 
