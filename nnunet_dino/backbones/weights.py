@@ -25,7 +25,7 @@ import torch
 from ..errors import UserError
 from .frozen import build_timm_vit
 from .layouts import NotedState, complete_variant
-from .layouts import unwrap_checkpoint as _unwrap
+from .layouts import unwrap_checkpoint
 from .normalization import check_dataset, source_normalization
 from .registry import BackboneSpec, families
 
@@ -149,10 +149,10 @@ def _read_file(path: str) -> Dict[str, torch.Tensor]:
     if path.endswith(".safetensors"):
         try:
             from safetensors.torch import load_file
-            return _unwrap(load_file(path), path)
+            return unwrap_checkpoint(load_file(path), path)
         except Exception as e:  # truncated, bad header, ...
             raise _unreadable(path, e) from None
-    return _unwrap(torch_load(path), path)
+    return unwrap_checkpoint(torch_load(path), path)
 
 
 def _unpickling_reason(error: Exception) -> str:

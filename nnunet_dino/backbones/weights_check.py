@@ -18,7 +18,8 @@ import torch
 
 from .frozen import build_timm_vit
 from .registry import BackboneSpec
-from .weights import (WeightsError, WeightsSource, _describe_config, _unwrap, check_state_dict, convert_to_timm,
+from .layouts import unwrap_checkpoint
+from .weights import (WeightsError, WeightsSource, _describe_config, check_state_dict, convert_to_timm,
                       folder_files, torch_load)
 
 SAFETENSORS_HEADER_LIMIT = 100 * 1024 * 1024  # the format's own limit on the JSON header
@@ -65,7 +66,7 @@ def file_state(path: str) -> Dict[str, torch.Tensor]:
         raise
     except RuntimeError:  # legacy (non-zip) torch files cannot be memory-mapped
         state = torch_load(path)
-    return _unwrap(state, path)
+    return unwrap_checkpoint(state, path)
 
 
 def source_state(source: WeightsSource) -> Tuple[Dict[str, torch.Tensor], Optional[dict]]:
