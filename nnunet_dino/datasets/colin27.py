@@ -31,7 +31,7 @@ import numpy as np
 from .aal import (  # noqa: F401 (the grouping's names, public here too)
     AAL_LOBES, EXCLUDED_AAL_REGIONS, GREY_MATTER_STRUCTURES, GROUPINGS, STRUCTURES, AalRegion, StructureRule,
     dataset_labels, group_regions, read_aal_regions)
-from ..errors import OptionError
+from ..errors import MissingInputError, OptionError
 from .folders import require_dataset_target, staged_dataset
 
 MRICRON_DIR_ENV_VAR = "NNUNET_DINO_MRICRON_DIR"
@@ -62,7 +62,7 @@ INSTALL_HINT = (
 )
 
 
-class MricronDataMissingError(FileNotFoundError):
+class MricronDataMissingError(MissingInputError):
     """The Colin27/AAL files from `mricron-data` are not installed (or not where we were told)."""
 
 
@@ -106,7 +106,7 @@ def plan_slabs(z_first: int, z_last: int, thickness: int, num_test: int) -> List
     span = z_last - z_first + 1
     count = span // thickness if thickness >= 1 else 0
     if num_test < 1 or count - num_test < 1:
-        raise ValueError(f"{span} labelled slices make {count} slabs of {thickness}: need at least "
+        raise OptionError(f"{span} labelled slices make {count} slabs of {thickness}: need at least "
                          f"{num_test} test + 1 training slab (thinner slabs or fewer test slabs)")
     start = z_first + (span - count * thickness) // 2
     test = {int((i + 0.5) * count / num_test) for i in range(num_test)}

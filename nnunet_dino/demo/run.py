@@ -23,7 +23,7 @@ from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_t
 
 from ..backbones import WEIGHTS_ENV_VAR, is_random_setting
 from ..backbones.weights import RANDOM_SETTING
-from ..errors import OptionError
+from ..errors import MissingInputError, OptionError
 from ..nnunet import model_folder, nnunet_environment, plan_and_preprocess, predict, train
 from ..nnunet.models import model_facts
 from ..training.base import RANDOM_BACKBONE_BANNER
@@ -47,7 +47,7 @@ def build_demo_dataset(raw_root: str, dataset: str = "auto") -> tuple:
             "**This is one subject.** The table shows that the pipeline runs and fits real anatomy; it says "
             "nothing about generalisation to new patients or scanners."]
     if dataset == "colin27":
-        raise FileNotFoundError("mricron-data is not installed: `sudo apt-get install mricron-data`")
+        raise MissingInputError("mricron-data is not installed: `sudo apt-get install mricron-data`")
     if dataset == "auto":
         print("!! mricron-data is not installed (Debian: `sudo apt-get install mricron-data`): "
               "the demo falls back to a SYNTHETIC dataset of disks and squares.", flush=True)
