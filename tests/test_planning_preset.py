@@ -34,7 +34,8 @@ def test_same_spacing_reuses_nnunets_preprocessed_data(synthetic_2d):
 
 
 def test_new_spacing_gets_its_own_identifier_and_preprocessed_data(synthetic_2d):
-    out = _plan(synthetic_2d["env"], "--target", "48", "48")
+    # nnUNet_n_proc_DA=0 (deterministic training) breaks nnU-Net's own planner; the plugin's command copes
+    out = _plan(dict(synthetic_2d["env"], nnUNet_n_proc_DA="0"), "--target", "48", "48")
     folder = os.path.join(synthetic_2d["env"]["nnUNet_preprocessed"], synthetic_2d["dataset"])
     cfg = json.load(open(os.path.join(folder, "nnUNetPlansDinoUNet48x48.json")))["configurations"]["2d"]
     assert cfg["data_identifier"] == "nnUNetPlansDinoUNet48x48_2d" and cfg["patch_size"] == [48, 48]
