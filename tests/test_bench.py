@@ -54,7 +54,7 @@ def bench_run(tmp_path_factory):
 def test_prints_the_table_and_the_goals(bench_run):
     stdout, _ = bench_run
     for text in ("| model", "nnUNetTrainer (PlainConvUNet)", "SegDINO ViT-S/16", "step / nnU", "ckpt slim MB",
-                 "goals (issue #7):", "machine:", "1 threads", "precision: nnUNetTrainer fp32; plugin networks"):
+                 "goals:", "machine:", "1 threads", "precision: nnUNetTrainer fp32; plugin networks"):
         assert text in stdout
     assert sum(line.strip().startswith(("met", "MISSED")) for line in stdout.splitlines()) == 5  # SegDINO's goals
 
