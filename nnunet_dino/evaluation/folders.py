@@ -22,6 +22,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import MissingInputError, OptionError
+from .tables import MEAN_ROW, UNITS, metric_cell, per_class_table
 from .metrics import (SUMMARY_METRICS, EvaluatedClass, case_metrics, classes_from_labels, declared_labels,
                       empty_status, ignore_label_from_labels, summarise)
 
