@@ -19,7 +19,7 @@ import shlex
 import time
 import zipfile
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 from ..errors import OptionError
 from ..nnunet import (dataset_id, dataset_name, fold_folder, plans_flags, preprocessed_folder, require_plans,
