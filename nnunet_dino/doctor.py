@@ -58,15 +58,16 @@ def backbone_weights() -> List[Tuple[str, str, str, bool]]:
     """(backbone, status, located source or '', whether it serves the backbone) per backbone. Found
     files are checked cheaply (header, key names and shapes; see backbones.weights_check): a corrupt,
     truncated or other-model file is not reported as found weights."""
-    from .backbones import WeightsError, get_backbone_spec, list_backbones, locate_weights
+    from .backbones import WEIGHTS_ENV_VAR, WeightsError, get_backbone_spec, list_backbones, locate_weights
     read: Dict[object, object] = {}
     rows = []
+    one_file = os.path.isfile(os.path.expanduser(os.environ.get(WEIGHTS_ENV_VAR, "").strip()))
     for name in list_backbones():
         spec = get_backbone_spec(name)
         try:
             source = locate_weights(spec)
-        except WeightsError:
-            rows.append((name, "no weights found", "", False))
+        except WeightsError as error:  # a single file named for another model is refused when located
+            rows.append((name, f"UNUSABLE: {error}" if one_file else "no weights found", "", False))
             continue
         if source.kind in ("file", "folder"):
             status, serves = _fit_status(spec, source, read)
