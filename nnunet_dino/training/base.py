@@ -191,7 +191,8 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
         self.print_to_log_file(f"nnunet-dino: {type(net).__name__} parameters: trainable {trainable:,} / total "
                                f"{total:,} ({100 * trainable / total:.1f} % trainable); frozen backbone "
                                f"{net.backbone.spec.label}; weights {info['format']} from {info['path'] or '-'}")
-        self.print_to_log_file(f"nnunet-dino: input channels: {net.input_adapter.describe()}")
+        if hasattr(net.input_adapter, "describe"):  # an input recipe replaces the adapter and logs itself
+            self.print_to_log_file(f"nnunet-dino: input channels: {net.input_adapter.describe()}")
         if self.weights_source.is_random:
             self.print_to_log_file(RANDOM_BACKBONE_BANNER)
         self._compare_with_other_folds(net.backbone_record())
