@@ -15,11 +15,6 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 PLANS_RECORD_KEY = "nnunet_dino"
 
 
-def dino_record(configuration_manager: ConfigurationManager) -> dict:
-    """The record a DINO trainer kept in this configuration ({} for other trainers' plans)."""
-    return configuration_manager.configuration.get(PLANS_RECORD_KEY, {})
-
-
 def rounded_patch_size(patch_size: Sequence[int], multiple: int) -> Tuple[int, ...]:
     """Each edge to the nearest multiple, halves rounded up (at least one multiple)."""
     return tuple(max(multiple, int(s / multiple + 0.5) * multiple) for s in patch_size)
