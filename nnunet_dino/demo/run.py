@@ -77,6 +77,20 @@ class StepPrinter:
                   f"about {progress.seconds_left:.0f} s left", flush=True)
 
 
+def train_and_predict(dataset_id: int, name: str, folder: str, output: str, env: dict, log: str,
+                      steps: StepPrinter) -> dict:
+    """Train `name`, then predict the held-out cases with it: the timings, the prediction folder and
+    the training budget the trainer reported (its last progress line, read before prediction starts)."""
+    steps.step(f"training {name}")
+    timings = {f"train {name}": train(dataset_id, name, env, log_path=log, on_line=steps)}
+    budget = steps.last
+    steps.step(f"predicting the test slabs with {name}")
+    predictions = os.path.join(output, "predictions", name)
+    timings[f"predict {name}"] = predict(dataset_id, name, os.path.join(folder, "imagesTs"), predictions, env,
+                                         log_path=log)
+    return {"timings": timings, "predictions": predictions, "budget": budget}
+
+
 def run_demo(output: str, trainer: str = DEFAULT_DINO_TRAINER, baseline: str = DEFAULT_BASELINE,
              dataset: str = "auto", keep: bool = False, budget_seconds: float = None) -> dict:
     from ..evaluation import evaluate_folders
@@ -108,14 +122,12 @@ def run_demo(output: str, trainer: str = DEFAULT_DINO_TRAINER, baseline: str = D
     summaries, facts, predictions = {}, {}, {}
     dataset_json = os.path.join(folder, "dataset.json")
     for name in (trainer, baseline):
-        steps.step(f"training {name}")
-        timings[f"train {name}"] = train(dataset_id, name, env, log_path=log, on_line=steps)
-        steps.step(f"predicting the test slabs with {name}")
-        predictions[name] = os.path.join(output, "predictions", name)
-        timings[f"predict {name}"] = predict(dataset_id, name, os.path.join(folder, "imagesTs"), predictions[name],
-                                             env, log_path=log)
+        run = train_and_predict(dataset_id, name, folder, output, env, log, steps)
+        timings.update(run["timings"])
+        predictions[name] = run["predictions"]
         summaries[name] = evaluate_folders(os.path.join(folder, "labelsTs"), predictions[name], dataset_json)
-        facts[name] = dict(model_facts(model_folder(os.path.basename(folder), name, results=env["nnUNet_results"])), budget=steps.last)
+        model = model_folder(os.path.basename(folder), name, results=env["nnUNet_results"])
+        facts[name] = dict(model_facts(model), budget=run["budget"])
     steps.step("evaluating and writing the report")
     labels = json.load(open(dataset_json))["labels"]
     label_names = {str(v): k for k, v in labels.items() if k != "background"}

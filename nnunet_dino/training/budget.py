@@ -54,7 +54,7 @@ class BudgetMixin:
     iterations in epochs of `budget_iterations_per_epoch`, or, when `time_budget_s` is set (class
     attribute or the `nnUNet_dino_budget_seconds` environment variable), that many seconds."""
 
-    budget_iterations: int = 1000
+    budget_iterations: int = 800
     budget_iterations_per_epoch: int = 50
     budget_val_iterations_per_epoch: int = 2
     time_budget_s: Optional[float] = None
