@@ -142,7 +142,8 @@ def test_one_report_with_every_section(comparison):
         evaluated = json.load(open(os.path.join(output, "evaluation", stem, "fold_0", "metrics_summary.json")))
         assert {len(case["spacing"]) for case in evaluated["metric_per_case"]} == {3}
     curves = [r for r in data["learning_curves"] if r["class_key"] == "mean" and r["metric"] == "Dice"]
-    assert [(r["trainer"], r["fraction"], r["n_train"]) for r in curves] == [(MODELS[1], 0.5, 2.0), (MODELS[1], 1.0, 4.0)]
+    assert [(r["trainer"], r["fraction"], r["n_train"]) for r in curves] == \
+        [(MODELS[0], 1.0, 4.0), (MODELS[1], 0.5, 2.0), (MODELS[1], 1.0, 4.0)]  # nnU-Net's: the full-data point
     assert all(r["ci_low"] <= r["case_mean"] <= r["ci_high"] and r["n_cases"] == 8 for r in curves)
     assert any(f"`{MODELS[0]}` has no runs at train fraction(s) 0.5" in note for note in data["notes"])
     nnunet, segdino = data["models"][MODELS[0]], data["models"][MODELS[1]]

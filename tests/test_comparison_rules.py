@@ -35,7 +35,7 @@ def test_model_specifications_and_reference():
     assert choose_reference(labels, "nnUNetTrainer:2d") == "nnUNetTrainer"
     assert choose_reference(labels, "nnUNetTrainerSegDINO") == "nnUNetTrainerSegDINO"
     with pytest.raises(OptionError, match="full TRAINER:CONFIGURATION"):
-        choose_reference(labels + ["nnUNetTrainerSegDINO:3d_fullres"], "nnUNetTrainerSegDINO:x")
+        choose_reference(["nnUNetTrainerSegDINO:3d_fullres", "nnUNetTrainerSegDINO:2d:P"], "nnUNetTrainerSegDINO")
 
 
 def _pairs(seed=1, n=25, shift=0.0):

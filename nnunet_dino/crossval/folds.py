@@ -1,5 +1,7 @@
-"""`nnunet-dino crossval`: the missing cross-validation folds of several trainers, through nnU-Net's own
-`nnUNetv2_train`, resumably; or (`emit`) the same commands as a shell script and a job-array script.
+"""`nnunet-dino crossval`: the missing cross-validation folds of several models (`models`:
+TRAINER[:CONFIGURATION[:PLANS]]), also trained on fractions of each fold's training cases
+(`fractions`), through nnU-Net's own `nnUNetv2_train`, resumably; or (`scripts`) the same commands as a
+shell script and a job-array script.
 
 What a fold folder holds decides what runs (nnU-Net's own files, nothing of ours):
 
