@@ -3,7 +3,6 @@ specifications, the paired bootstrap interval, Holm's correction, the verdicts, 
 splits (nested, seeded, validation unchanged, full-data folds untouched), nnU-Net's logged times and
 the self-contained HTML."""
 import json
-import os
 
 import numpy as np
 import pytest
