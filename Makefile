@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat constraints-ci.txt setup.py | cksum | cu
 
 MRICRON := /usr/share/mricron/templates/ch2.nii.gz
 
-.PHONY: setup realdata test demo clean
+.PHONY: setup realdata browser test demo clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,13 @@ realdata:
 	  { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq mricron-data; }) \
 	  || echo "!! could not install mricron-data (not Debian?): the demo uses synthetic data instead"
 
-test: setup realdata
+# Debian's chromium: tests/test_comparison_e2e.py opens the HTML report in a real headless browser.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || (command -v apt-get >/dev/null && \
+	  { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }) \
+	  || echo "!! could not install chromium (not Debian?): the HTML report's browser test will fail"
+
+test: setup realdata browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q -p no:cacheprovider
 
 demo: setup realdata

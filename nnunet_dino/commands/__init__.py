@@ -22,10 +22,20 @@ def fold_argument(text: str):
 
 
 def add_model_selection(parser: argparse.ArgumentParser) -> None:
-    """-d, -tr, --folds, -p, -c: which trained models of which dataset (crossval and report)."""
+    """-d, -tr, --folds, -p, -c, --train-fractions: which trained models of which dataset (crossval, report)."""
     parser.add_argument("-d", "--dataset", required=True, help="dataset id or name")
-    parser.add_argument("-tr", "--trainers", nargs="+", required=True, help="nnU-Net trainer class names")
+    parser.add_argument("-tr", "--trainers", "--models", nargs="+", required=True, metavar="MODEL",
+                        help="models as TRAINER[:CONFIGURATION[:PLANS]], e.g. nnUNetTrainer:3d_fullres:"
+                             "nnUNetResEncUNetMPlans nnUNetTrainerUDFA:2d; omitted parts are -c and -p")
     parser.add_argument("--folds", type=fold_argument, nargs="+", default=[0, 1, 2, 3, 4],
                         help="folds (default: 0 1 2 3 4); 'all' trains one model on every case, as nnU-Net's fold all")
-    parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
-    parser.add_argument("-c", "--configuration", default="2d", help="configuration (default: 2d)")
+    parser.add_argument("-p", "--plans", default="nnUNetPlans",
+                        help="plans identifier of models that do not name one (default: nnUNetPlans)")
+    parser.add_argument("-c", "--configuration", default="2d",
+                        help="configuration of models that do not name one (default: 2d)")
+    parser.add_argument("--train-fractions", type=float, nargs="+", default=[1.0], metavar="F",
+                        help="label efficiency: also train on a seeded fraction F of each fold's training cases "
+                             "(same subset for every model, validation cases unchanged; 1.0 = the full-data run), "
+                             "e.g. 0.1 0.25 0.5 1.0")
+    parser.add_argument("--fraction-seed", type=int, default=0,
+                        help="seed of the train-fraction subsets (default: 0)")

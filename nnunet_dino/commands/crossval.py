@@ -1,10 +1,11 @@
-"""`nnunet-dino crossval`: run the missing folds of several trainers (resumable), or --emit scripts."""
+"""`nnunet-dino crossval`: run the missing folds of several models (resumable), or --emit scripts."""
 from . import add_model_selection
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("crossval", help="run the missing cross-validation folds of several trainers with "
-                                               "nnUNetv2_train (resumable), or --emit them as scripts")
+    p = subparsers.add_parser("crossval", help="run the missing cross-validation folds of several models (any "
+                                               "TRAINER[:CONFIGURATION[:PLANS]], optionally at train fractions) "
+                                               "with nnUNetv2_train (resumable), or --emit them as scripts")
     add_model_selection(p)
     p.add_argument("--device", default=None, choices=["cpu", "cuda", "mps"],
                    help="default: cuda if available, else cpu (with --emit: cuda)")
@@ -19,7 +20,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from ..crossval import emit_scripts, run_crossval
     selection = dict(folds=args.folds, plans=args.plans, configuration=args.configuration, npz=args.npz,
-                     num_gpus=args.num_gpus)
+                     num_gpus=args.num_gpus, fractions=args.train_fractions, fraction_seed=args.fraction_seed)
     if args.emit:
         emit_scripts(args.dataset, args.trainers, args.emit, device=args.device or "cuda", **selection)
         return 0

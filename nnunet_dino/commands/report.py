@@ -1,16 +1,20 @@
-"""`nnunet-dino report`: the cross-validation report of several trainers."""
+"""`nnunet-dino report`: the cross-validation report of several models."""
 import os
 
 from . import add_model_selection
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("report", help="cross-validation report: Dice/HD95/ASD per class (mean ± sd over "
-                                             "folds), Wilcoxon vs a reference trainer, parameter counts, box plots")
+    p = subparsers.add_parser("report", help="cross-validation report of any models (TRAINER[:CONFIGURATION[:PLANS]]): "
+                                             "Dice/HD95/ASD per class (mean ± sd over folds), bootstrap intervals, "
+                                             "Wilcoxon + Holm and a verdict against a reference, learning curves of "
+                                             "train fractions, parameters, times; Markdown and self-contained HTML")
     add_model_selection(p)
     p.add_argument("--reference", default=None,
-                   help="trainer the others are compared with (default: the first nnUNetTrainer[_variant] "
-                        "among -tr, else the first)")
+                   help="model the others are compared with, as given to -tr (default: the first "
+                        "nnUNetTrainer[_variant] among -tr, else the first)")
+    p.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples (default: 10000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
     p.add_argument("-o", "--output", default=None, help="output folder (default: cv_report_<Dataset>)")
     p.add_argument("-np", type=int, default=1, help="evaluation worker processes (default: 1)")
     p.set_defaults(run=run)
@@ -18,12 +22,19 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from ..crossval import build_report, default_report_folder, write_report
+    from ..crossval.report_files import SUMMARY_HEADING
+    from ..errors import OptionError
+    if args.resamples < 100:
+        raise OptionError(f"--resamples {args.resamples}: use at least 100 (the default 10000 is usual)")
     report = build_report(args.dataset, args.trainers, folds=args.folds, plans=args.plans,
                           configuration=args.configuration, output=args.output, reference=args.reference,
-                          num_processes=args.np)
+                          num_processes=args.np, fractions=args.train_fractions, fraction_seed=args.fraction_seed,
+                          n_resamples=args.resamples, seed=args.seed)
     paths = write_report(report, args.output or default_report_folder(report.dataset))
     with open(paths["markdown"]) as f:
-        print(f.read().split("## Box plots")[0].rstrip())
+        text = f.read()
+    summary = text.split(SUMMARY_HEADING, 1)[1].split("\n## ", 1)[0]
+    print(f"{SUMMARY_HEADING}{summary.rstrip()}")
     print(f"\nwritten: {', '.join(sorted(os.path.basename(p) for p in paths.values()))} in "
           f"{os.path.dirname(paths['markdown'])}")
     return 0

@@ -1,5 +1,7 @@
-"""`nnunet-dino crossval`: the missing cross-validation folds of several trainers, through nnU-Net's own
-`nnUNetv2_train`, resumably; or (`emit`) the same commands as a shell script and a job-array script.
+"""`nnunet-dino crossval`: the missing cross-validation folds of several models (`models`:
+TRAINER[:CONFIGURATION[:PLANS]]), also trained on fractions of each fold's training cases
+(`fractions`), through nnU-Net's own `nnUNetv2_train`, resumably; or (`scripts`) the same commands as a
+shell script and a job-array script.
 
 What a fold folder holds decides what runs (nnU-Net's own files, nothing of ours):
 
@@ -19,11 +21,13 @@ import shlex
 import time
 import zipfile
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import OptionError
-from ..nnunet import (dataset_id, dataset_name, fold_folder, plans_flags, preprocessed_folder, require_plans,
-                      require_trainers, results_root, run_nnunet)
+from ..nnunet import (dataset_id, dataset_name, fold_folder, preprocessed_folder, require_plans, require_trainers,
+                      results_root, run_nnunet)
+from .fractions import FULL, Run, base_fold_count, check_fractions, fraction_folds
+from .models import DEFAULT_CONFIGURATION, DEFAULT_PLANS, ModelSpec, parse_model, parse_models
 
 NNUNET_FOLDS = 5  # nnU-Net's default split when no splits_final.json exists
 
@@ -34,17 +38,34 @@ LOG_FOLDER = "crossval_logs"
 
 @dataclass
 class FoldPlan:
-    trainer: str
-    fold: Union[int, str]   # a number, or 'all'
+    model: ModelSpec
+    fold: Union[int, str]   # nnU-Net's fold number (a train-fraction run has its own), or 'all'
     folder: str
     action: str
     reason: str
     set_aside: List[str] = field(default_factory=list)   # incomplete checkpoints to move away first
+    base_fold: Union[int, str, None] = None               # the dataset's fold; None: the same as `fold`
+    fraction: float = FULL                                # of the base fold's training cases
+
+    @property
+    def trainer(self) -> str:
+        return self.model.trainer
+
+    @property
+    def name(self) -> str:
+        base = self.fold if self.base_fold is None else self.base_fold
+        if self.fraction == FULL:
+            return f"{self.model.label} fold {base}"
+        return f"{self.model.label} fold {base} at {self.fraction:g} of its training cases (nnU-Net fold {self.fold})"
+
+    @property
+    def log_name(self) -> str:
+        return f"{self.model.file_stem}_fold{self.fold}.log"
 
     def describe(self) -> str:
         verb = {DONE: "done, skipped", VALIDATE: "validate only (--val)", RESUME: "resume (--c)",
                 TRAIN: "train from scratch"}[self.action]
-        return f"{self.trainer} fold {self.fold}: {verb}: {self.reason}"
+        return f"{self.name}: {verb}: {self.reason}"
 
 
 def complete_checkpoint(path: str) -> bool:
@@ -52,8 +73,11 @@ def complete_checkpoint(path: str) -> bool:
     return os.path.isfile(path) and zipfile.is_zipfile(path)
 
 
-def fold_plan(trainer: str, fold: Union[int, str], folder: str, want_npz: bool = False) -> FoldPlan:
+def fold_plan(model: Union[ModelSpec, str], fold: Union[int, str], folder: str, want_npz: bool = False,
+              base_fold: Union[int, str, None] = None, fraction: float = FULL) -> FoldPlan:
     """What to do with one fold folder (see the module docstring)."""
+    def plan(action: str, reason: str, set_aside: Sequence[str] = ()) -> FoldPlan:
+        return FoldPlan(parse_model(model), fold, folder, action, reason, list(set_aside), base_fold, fraction)
     paths = {n: os.path.join(folder, f"checkpoint_{n}.pth") for n in ("final", "latest", "best")}
     # nnU-Net's --c loads the first *existing* of final, latest, best: a truncated one would crash it
     broken = [p for p in paths.values() if os.path.isfile(p) and not complete_checkpoint(p)]
@@ -62,16 +86,14 @@ def fold_plan(trainer: str, fold: Union[int, str], folder: str, want_npz: bool =
     validation = os.path.join(folder, "validation")
     if complete_checkpoint(paths["final"]):
         if not os.path.isfile(os.path.join(validation, "summary.json")):
-            return FoldPlan(trainer, fold, folder, VALIDATE, "trained (checkpoint_final.pth), validation unfinished")
+            return plan(VALIDATE, "trained (checkpoint_final.pth), validation unfinished")
         if want_npz and not any(f.endswith(".npz") for f in os.listdir(validation)):
-            return FoldPlan(trainer, fold, folder, VALIDATE, "trained, but validation/ has no .npz and --npz asked")
-        return FoldPlan(trainer, fold, folder, DONE, "checkpoint_final.pth and validation/summary.json present")
+            return plan(VALIDATE, "trained, but validation/ has no .npz and --npz asked")
+        return plan(DONE, "checkpoint_final.pth and validation/summary.json present")
     for name in ("latest", "best"):
         if complete_checkpoint(paths[name]):
-            return FoldPlan(trainer, fold, folder, RESUME, f"interrupted; continues from checkpoint_{name}.pth"
-                            + note, broken)
-    why = "not started" if not os.path.isdir(folder) else "no usable checkpoint"
-    return FoldPlan(trainer, fold, folder, TRAIN, why + note, broken)
+            return plan(RESUME, f"interrupted; continues from checkpoint_{name}.pth" + note, broken)
+    return plan(TRAIN, ("not started" if not os.path.isdir(folder) else "no usable checkpoint") + note, broken)
 
 
 def fold_command(plan: FoldPlan, dataset: str, configuration: str, plans: str, device: str, npz: bool = False,
@@ -91,15 +113,12 @@ def fold_command(plan: FoldPlan, dataset: str, configuration: str, plans: str, d
 
 
 def available_folds(name: str) -> Tuple[int, str]:
-    """How many numbered folds the dataset has, and why: its splits_final.json, else nnU-Net's 5-fold split
-    of the training cases (which needs at least 5 cases)."""
-    folder = preprocessed_folder(name)
-    splits = os.path.join(folder, "splits_final.json")
-    if os.path.isfile(splits):
-        with open(splits) as f:
-            count = len(json.load(f))
-        return count, f"{splits} defines {count} fold(s)"
-    with open(os.path.join(folder, "dataset.json")) as f:
+    """How many numbered folds the dataset has, and why: its splits_final.json (less the entries added for
+    train fractions), else nnU-Net's 5-fold split of the training cases (which needs at least 5 cases)."""
+    count = base_fold_count(name)
+    if count is not None:
+        return count, f"{os.path.join(preprocessed_folder(name), 'splits_final.json')} defines {count} fold(s)"
+    with open(os.path.join(preprocessed_folder(name), "dataset.json")) as f:
         cases = int(json.load(f)["numTraining"])
     return (NNUNET_FOLDS if cases >= NNUNET_FOLDS else 0), f"the dataset has {cases} training case(s)"
 
@@ -115,20 +134,38 @@ def check_folds(name: str, folds: Sequence) -> None:
                           f"folds, or your own splits_final.json in {preprocessed_folder(name)}")
 
 
-def checked_selection(dataset: str, trainers: Sequence[str], plans: str, configuration: str,
-                      folds: Sequence = ()) -> str:
-    """The dataset's folder name, after checking that its plans, the folds and every trainer exist."""
+@dataclass
+class Selection:
+    """Which runs of which models of a dataset: every model x every (fold, fraction) -> nnU-Net fold."""
+    name: str
+    models: List[ModelSpec]
+    runs: Dict[Run, Union[int, str]]
+    fractions: List[float]
+
+    def plans(self, want_npz: bool = False) -> List[FoldPlan]:
+        return [fold_plan(m, nnunet_fold, fold_folder(self.name, m.trainer, m.plans, m.configuration, nnunet_fold),
+                          want_npz, fold, fraction)
+                for m in self.models for (fold, fraction), nnunet_fold in sorted(self.runs.items(), key=_run_order)]
+
+
+def _run_order(item) -> tuple:
+    (fold, fraction), _ = item
+    return (-fraction, str(fold))  # full-data runs first (the report's main rows), then smaller fractions
+
+
+def checked_selection(dataset: str, models: Sequence, plans: str = DEFAULT_PLANS,
+                      configuration: str = DEFAULT_CONFIGURATION, folds: Sequence = (),
+                      fractions: Sequence[float] = (FULL,), fraction_seed: int = 0) -> Selection:
+    """After checking that the dataset, every model's plans and configuration, the folds and every trainer
+    exist: the runs, with the train-fraction splits written where they are missing."""
     name = dataset_name(dataset)
-    require_plans(name, plans, configuration)
+    models = parse_models(models, configuration, plans)
+    for plans_name, configuration_name in dict.fromkeys((m.plans, m.configuration) for m in models):
+        require_plans(name, plans_name, configuration_name)
     check_folds(name, folds)
-    require_trainers(trainers)
-    return name
-
-
-def plan_folds(name: str, trainers: Sequence[str], folds: Sequence[int], plans: str, configuration: str,
-               want_npz: bool = False) -> List[FoldPlan]:
-    return [fold_plan(t, f, fold_folder(name, t, plans, configuration, f), want_npz)
-            for t in trainers for f in folds]
+    require_trainers(list(dict.fromkeys(m.trainer for m in models)))
+    fractions = check_fractions(fractions)
+    return Selection(name, models, fraction_folds(name, folds, fractions, fraction_seed, create=True), fractions)
 
 
 def set_aside_incomplete(plans: Sequence[FoldPlan]) -> None:
@@ -145,46 +182,57 @@ def run_fold(command: List[str], log_folder: str, plan: FoldPlan) -> int:
     os.makedirs(log_folder, exist_ok=True)
     with open(os.path.join(log_folder, "commands.log"), "a") as commands:
         commands.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start {plan.action}: {shlex.join(command)}\n")
-    code, _, _ = run_nnunet(command, log_path=os.path.join(log_folder, f"{plan.trainer}_fold{plan.fold}.log"),
-                            echo=False, stream=True)
+    code, _, _ = run_nnunet(command, log_path=os.path.join(log_folder, plan.log_name), echo=False, stream=True)
     with open(os.path.join(log_folder, "commands.log"), "a") as commands:
         commands.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} exit {code}: {shlex.join(command)}\n")
     return code
 
 
-def run_crossval(dataset: str, trainers: Sequence[str], folds: Sequence[int] = (0, 1, 2, 3, 4),
-                 plans: str = "nnUNetPlans", configuration: str = "2d", device: Optional[str] = None,
-                 npz: bool = False, num_gpus: int = 1, keep_going: bool = False) -> int:
-    """Run every fold that is not done; returns 0 when all requested folds are done afterwards."""
-    name = checked_selection(dataset, trainers, plans, configuration, folds)
+def report_hint(dataset: str, selection: Selection, fraction_seed: int = 0) -> str:
+    """The `nnunet-dino report` command for the runs of a selection."""
+    folds = sorted({fold for fold, _ in selection.runs}, key=str)
+    hint = (f"nnunet-dino report -d {dataset} -tr {' '.join(m.label for m in selection.models)} "
+            f"--folds {' '.join(map(str, folds))}")
+    if selection.fractions != [FULL]:
+        hint += " --train-fractions " + " ".join(f"{f:g}" for f in selection.fractions)
+        hint += f" --fraction-seed {fraction_seed}" if fraction_seed else ""
+    return hint
+
+
+def run_crossval(dataset: str, models: Sequence, folds: Sequence[int] = (0, 1, 2, 3, 4),
+                 plans: str = DEFAULT_PLANS, configuration: str = DEFAULT_CONFIGURATION, device: Optional[str] = None,
+                 npz: bool = False, num_gpus: int = 1, keep_going: bool = False, fractions: Sequence[float] = (FULL,),
+                 fraction_seed: int = 0) -> int:
+    """Run every fold that is not done; returns 0 when all requested folds are done afterwards. `models`:
+    TRAINER[:CONFIGURATION[:PLANS]] (omitted parts: `configuration`, `plans`)."""
+    selection = checked_selection(dataset, models, plans, configuration, folds, fractions, fraction_seed)
     if device is None:
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    fold_plans = plan_folds(name, trainers, folds, plans, configuration, npz)
+    fold_plans = selection.plans(npz)
     todo = [p for p in fold_plans if p.action != DONE]
-    print(f"crossval {name} ({configuration}, {plans}), folds {' '.join(map(str, folds))}, device "
-          f"{device}: {len(fold_plans) - len(todo)} done, {len(todo)} to run", flush=True)
+    print(f"crossval {selection.name}: {', '.join(m.label for m in selection.models)}; folds "
+          f"{' '.join(map(str, folds))}" + (f"; train fractions {' '.join(f'{f:g}' for f in selection.fractions)}"
+                                            if selection.fractions != [FULL] else "")
+          + f"; device {device}: {len(fold_plans) - len(todo)} done, {len(todo)} to run", flush=True)
     for plan in fold_plans:
         print("  " + plan.describe(), flush=True)
     set_aside_incomplete(todo)
-    log_folder = os.path.join(results_root(), name, LOG_FOLDER)
-    failed: List[Tuple[FoldPlan, int]] = []
+    log_folder = os.path.join(results_root(), selection.name, LOG_FOLDER)
     for i, plan in enumerate(todo, 1):
-        command = fold_command(plan, dataset_id(name), configuration, plans, device, npz, num_gpus)
+        command = fold_command(plan, dataset_id(selection.name), plan.model.configuration, plan.model.plans, device,
+                               npz, num_gpus)
         print(f"==> [{i}/{len(todo)}] {plan.describe()}\n$ {shlex.join(command)}", flush=True)
         code = run_fold(command, log_folder, plan)
-        after = fold_plan(plan.trainer, plan.fold, plan.folder, npz)
+        after = fold_plan(plan.model, plan.fold, plan.folder, npz)
         if code != 0 or after.action != DONE:
-            failed.append((plan, code))
-            print(f"!! {plan.trainer} fold {plan.fold} failed (exit {code}); output: "
-                  f"{os.path.join(log_folder, f'{plan.trainer}_fold{plan.fold}.log')}", flush=True)
+            print(f"!! {plan.name} failed (exit {code}); output: {os.path.join(log_folder, plan.log_name)}", flush=True)
             if not keep_going:
                 break
-    remaining = [p for p in plan_folds(name, trainers, folds, plans, configuration, npz) if p.action != DONE]
+    remaining = [p for p in selection.plans(npz) if p.action != DONE]
     if remaining:
-        print(f"{len(remaining)} fold(s) not done: " + ", ".join(f"{p.trainer} fold {p.fold}" for p in remaining)
+        print(f"{len(remaining)} fold(s) not done: " + ", ".join(p.name for p in remaining)
               + ". Fix the error above and run the same command again: finished folds are skipped.", flush=True)
         return 1
-    print(f"all {len(fold_plans)} folds done. Next: nnunet-dino report -d {dataset} -tr {' '.join(trainers)}"
-          + plans_flags(plans, configuration), flush=True)
+    print(f"all {len(fold_plans)} folds done. Next: {report_hint(dataset, selection, fraction_seed)}", flush=True)
     return 0

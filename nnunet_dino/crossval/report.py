@@ -1,65 +1,88 @@
-"""`nnunet-dino report`: score every fold's validation predictions of several trainers with our
-evaluation (Dice, HD95, ASD in mm), aggregate over folds, compare each trainer with a reference over
-cases, and write report.md, CSVs, report.json and a box plot per class.
+"""`nnunet-dino report`: score every fold's validation predictions of several models (any
+`TRAINER[:CONFIGURATION[:PLANS]]`, see `models`) with our evaluation (Dice, HD95, ASD in mm), aggregate
+over folds, compare each model with a reference over cases, read parameters and times, draw the
+learning curves of the train-fraction runs, and (`report_files`) write the report.
 
-Inputs are nnU-Net's own files, so any trainer works: predictions in
+Inputs are nnU-Net's own files, so any model works: predictions in
 `$nnUNet_results/<Dataset>/<Trainer>__<Plans>__<cfg>/fold_X/validation/`, references in
-`$nnUNet_preprocessed/<Dataset>/gt_segmentations/`. See `cv_statistics` for the aggregation.
+`$nnUNet_preprocessed/<Dataset>/gt_segmentations/`. Every configuration's validation predictions are
+in the geometry of the original images (nnU-Net exports them so), so a `2d` model of 3D data is scored
+in 3D against the same references as a `3d_fullres` one. The models must have validated the same
+cases in every fold: a case one model lacks is an error naming it. See `statistics` for the numbers.
 """
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..evaluation import classes_from_labels, evaluate_folders
-from ..evaluation.folders import case_name
-from ..errors import MissingInputError, OptionError
-from ..nnunet import (dataset_id, dataset_name, gt_folder, model_folder, plans_flags,
-                      preprocessed_folder)
+import numpy as np
+
 from ..backbones.weights import describe_weights_record, record_is_random
+from ..errors import MissingInputError, OptionError
+from ..evaluation import classes_from_labels, evaluate_folders
+from ..evaluation.folders import case_name, prediction_cases
+from ..nnunet import dataset_id, dataset_name, fold_folder, gt_folder, model_folder, preprocessed_folder
+from ..nnunet.logs import epoch_times, validation_seconds_per_case
 from ..nnunet.models import model_facts
 from ..training.records import fold_weights_record
-from .statistics import MEAN_KEY, aggregate_folds, choose_reference, compare_to_reference
+from .fractions import FULL, check_fractions, fraction_folds
+from .learning import learning_curves
+from .models import DEFAULT_CONFIGURATION, DEFAULT_PLANS, ModelSpec, choose_reference, parse_models
+from .statistics import MEAN_KEY, RESAMPLES, SEED, aggregate_folds, compare_to_reference, nan_mean
 
 
 @dataclass
 class CrossValReport:
     dataset: str
-    configuration: str
-    plans: str
     folds: List[int]
-    trainers: List[str]
+    trainers: List[str]                                 # model labels, TRAINER[:CONFIGURATION[:PLANS]]
     reference: str
     class_names: Dict[str, str]                         # class key -> name
-    summary: Dict[str, Dict[str, Dict[str, dict]]]      # trainer -> class key|'mean' -> metric -> over_folds
-    per_case: Dict[str, List[dict]]                     # trainer -> rows (fold, case, class_key, Dice, HD95, ASD)
+    summary: Dict[str, Dict[str, Dict[str, dict]]]      # model -> class key|'mean' -> metric -> over_folds
+    per_case: Dict[str, List[dict]]                     # model -> rows (fold, case, class_key, Dice, HD95, ASD)
     comparison: List[dict]
-    models: Dict[str, dict]                             # trainer -> model_facts (or {'error': ...})
+    models: Dict[str, dict]                             # model -> facts (parameters, adaptation, times) or error
+    specs: Dict[str, dict] = field(default_factory=dict)            # model -> trainer, configuration, plans
+    fractions: List[float] = field(default_factory=lambda: [FULL])
+    learning_curves: List[dict] = field(default_factory=list)
+    n_resamples: int = RESAMPLES
+    seed: int = SEED
     notes: List[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
 
 
-def validation_folders(name: str, trainers: Sequence[str], folds: Sequence[int], plans: str,
-                       configuration: str) -> Dict[str, Dict[int, str]]:
-    """trainer -> fold -> validation folder; refuses listing every fold without finished validation."""
-    found: Dict[str, Dict[int, str]] = {}
+Runs = Dict[Tuple[int, float], int]   # (fold, fraction) -> nnU-Net fold
+
+
+def validation_folders(name: str, models: Sequence[ModelSpec], folds: Sequence, fractions: Sequence[float],
+                       runs: Runs, dataset: str = "") -> Dict[Tuple[str, float], Dict[int, str]]:
+    """(model label, fraction) -> fold -> validation folder. Every full-data fold must be finished; a
+    fraction is either finished for every fold of a model or absent (left out, with a note)."""
+    found: Dict[Tuple[str, float], Dict[int, str]] = {}
     missing = []
-    for trainer in trainers:
-        for fold in folds:
-            folder = os.path.join(model_folder(name, trainer, plans, configuration), f"fold_{fold}", "validation")
-            if os.path.isfile(os.path.join(folder, "summary.json")):
-                found.setdefault(trainer, {})[fold] = folder
-            else:
-                missing.append(f"{trainer} fold {fold} ({folder})")
-    if missing:
-        raise MissingInputError(f"{len(missing)} fold(s) have no finished validation:\n  " + "\n  ".join(missing)
-                                 + f"\nRun them first: nnunet-dino crossval -d {dataset_id(name)} -tr "
-                         + " ".join(trainers) + f" --folds {' '.join(map(str, folds))}"
-                         + plans_flags(plans, configuration))
+    for model in models:
+        for fraction in sorted(fractions, reverse=True):
+            for fold in folds:
+                folder = "no training subset in splits_final.json yet" if (fold, fraction) not in runs else \
+                    os.path.join(fold_folder(name, model.trainer, model.plans, model.configuration,
+                                             runs[(fold, fraction)]), "validation")
+                if os.path.isfile(os.path.join(folder, "summary.json")):
+                    found.setdefault((model.label, fraction), {})[fold] = folder
+                else:
+                    missing.append((model.label, fraction, fold, folder))
+    required = [m for m in missing if m[1] == FULL or (m[0], m[1]) in found]
+    if required:
+        command = (f"nnunet-dino crossval -d {dataset or dataset_id(name)} -tr {' '.join(m.label for m in models)} "
+                   f"--folds {' '.join(map(str, folds))}"
+                   + (f" --train-fractions {' '.join(f'{f:g}' for f in fractions)}" if fractions != [FULL] else ""))
+        raise MissingInputError(
+            f"{len(required)} fold(s) have no finished validation:\n  "
+            + "\n  ".join(f"{label} fold {fold}" + (f" at {fraction:g}" if fraction != FULL else "") + f" ({folder})"
+                          for label, fraction, fold, folder in required) + f"\nRun them first: {command}")
     return found
 
 
@@ -77,19 +100,45 @@ def _case_rows(summary: dict, fold: int, file_ending: str) -> List[dict]:
     return rows
 
 
-def _model_facts(name: str, trainer: str, plans: str, configuration: str, folds: Sequence[int]) -> dict:
-    """Parameter counts of the trainer's network (built from its first finished fold's checkpoint)."""
-    folder = model_folder(name, trainer, plans, configuration)
+def check_same_cases(folders: Dict[Tuple[str, float], Dict[int, str]]) -> None:
+    """Every model (and train fraction) must have validated the same cases in every fold, before anything
+    is scored: the error names each case, its fold, and the runs that have and lack it."""
+    runs = {(label if fraction == FULL else f"{label} at {fraction:g}"): fold_folders
+            for (label, fraction), fold_folders in folders.items()}
+    problems = []
+    for fold in sorted({fold for fold_folders in runs.values() for fold in fold_folders}, key=str):
+        cases = {run: set(prediction_cases(fold_folders[fold])) for run, fold_folders in runs.items()
+                 if fold in fold_folders}
+        for case in sorted(set().union(*cases.values())):
+            without = [run for run in cases if case not in cases[run]]
+            if without:
+                problems.append(f"{case} (fold {fold}): validated by "
+                                f"{', '.join(run for run in cases if run not in without)}; missing from {', '.join(without)}")
+    if problems:
+        raise OptionError("the models were not validated on the same cases, so they cannot be compared:\n  "
+                          + "\n  ".join(problems) + "\nRe-run the incomplete validation (`nnUNetv2_train ... --val`), "
+                          "or train every model with the same splits_final.json")
+
+
+def _model_facts(name: str, model: ModelSpec, folds: Sequence[int]) -> dict:
+    """Parameter counts and adaptation mode (from the first finished fold's checkpoint) and nnU-Net's logged
+    times (median epoch time over every epoch of every fold; mean validation time per case over folds)."""
+    folder = model_folder(name, model.trainer, model.plans, model.configuration)
+    epochs = [t for fold in folds for t in epoch_times(os.path.join(folder, f"fold_{fold}"))]
+    per_case = [validation_seconds_per_case(os.path.join(folder, f"fold_{fold}")) for fold in folds]
+    times = {"epoch_seconds": float(np.median(epochs)) if epochs else None, "epochs_timed": len(epochs),
+             "predict_seconds_per_case": nan_mean([t for t in per_case if t is not None]) if any(
+                 t is not None for t in per_case) else None}
     for fold in folds:
         if os.path.isfile(os.path.join(folder, f"fold_{fold}", "checkpoint_final.pth")):
             try:
-                return {**model_facts(folder, fold), "fold": fold}
+                return {**model_facts(folder, fold), "fold": fold, **times}
             except Exception as error:  # report the others even if one network cannot be rebuilt here
-                return {"error": f"{type(error).__name__}: {error}"}
-    return {"error": "no checkpoint_final.pth in the requested folds"}
+                return {"error": f"{type(error).__name__}: {error}", **times}
+    return {"error": "no checkpoint_final.pth in the requested folds", **times}
 
 
-def weights_notes(trainer: str, folder: str, folds: Sequence[int]) -> List[str]:
+def weights_notes(name: str, model: ModelSpec, folder: str, folds: Sequence[int]) -> List[str]:
     """What each fold's own record says about its frozen backbone: random (tests and demos only), or
     weights that differ between folds (the checkpoint is the truth; plans.json holds the last fold's)."""
     records = {fold: fold_weights_record(os.path.join(folder, f"fold_{fold}")) for fold in folds}
@@ -97,50 +146,77 @@ def weights_notes(trainer: str, folder: str, folds: Sequence[int]) -> List[str]:
     notes = []
     random = [fold for fold, r in records.items() if record_is_random(r.get("weights"))]
     if random:
-        notes.append(f"`{trainer}` fold(s) {', '.join(map(str, random))} were trained on a RANDOM frozen backbone "
-                     f"(nnUNet_dino_weights=random): their numbers show the pipeline works, not what the method can do")
+        notes.append(f"`{model.label}` fold(s) {', '.join(map(str, random))} were trained on a RANDOM frozen "
+                     f"backbone (nnUNet_dino_weights=random): their numbers show the pipeline works, not what the "
+                     f"method can do")
     if len({r.get("sha256") for r in records.values()}) > 1:
-        notes.append(f"`{trainer}`: its folds were trained with DIFFERENT backbone weights: "
+        notes.append(f"`{model.label}`: its folds were trained with DIFFERENT backbone weights: "
                      + "; ".join(f"fold {fold}: {describe_weights_record(r)}" for fold, r in records.items()))
     return notes
 
 
-def build_report(dataset: str, trainers: Sequence[str], folds: Sequence[int] = (0, 1, 2, 3, 4),
-                 plans: str = "nnUNetPlans", configuration: str = "2d", output: Optional[str] = None,
-                 reference: Optional[str] = None, num_processes: int = 1) -> CrossValReport:
-    """Evaluate and aggregate; per-fold metric files go to `output/evaluation/<trainer>/fold_X/`."""
-    if len(set(trainers)) != len(trainers):
-        raise OptionError(f"a trainer is named twice in {list(trainers)}")
-    reference = choose_reference(trainers, reference)
+# Checks that add notes about one model to the report: (dataset name, model, model folder, its nnU-Net fold
+# numbers) -> sentences. Another check about a model (e.g. whether cases it is validated on were in the data
+# its backbone was pretrained on) is one more function in this tuple.
+MODEL_NOTE_CHECKS: Tuple[Callable[[str, ModelSpec, str, Sequence[int]], List[str]], ...] = (weights_notes,)
+
+
+def model_notes(name: str, models: Sequence[ModelSpec], runs: Runs) -> List[str]:
+    nnunet_folds = sorted(set(runs.values()), key=str)
+    return [note for model in models for check in MODEL_NOTE_CHECKS
+            for note in check(name, model, model_folder(name, model.trainer, model.plans, model.configuration),
+                              nnunet_folds)]
+
+
+def build_report(dataset: str, trainers: Sequence, folds: Sequence[int] = (0, 1, 2, 3, 4),
+                 plans: str = DEFAULT_PLANS, configuration: str = DEFAULT_CONFIGURATION, output: Optional[str] = None,
+                 reference: Optional[str] = None, num_processes: int = 1, fractions: Sequence[float] = (FULL,),
+                 fraction_seed: int = 0, n_resamples: int = RESAMPLES, seed: int = SEED) -> CrossValReport:
+    """Evaluate and aggregate; per-fold metric files go to `output/evaluation/<model>/fold_X/`. `trainers`:
+    TRAINER[:CONFIGURATION[:PLANS]] (omitted parts: `configuration`, `plans`)."""
+    models = parse_models(trainers, configuration, plans)
+    labels = [m.label for m in models]
+    reference = choose_reference(labels, reference, configuration, plans)
+    fractions = check_fractions(list(fractions) + [FULL])
     name = dataset_name(dataset)
     references = gt_folder(name)
     dataset_json_path = os.path.join(preprocessed_folder(name), "dataset.json")
-    folders = validation_folders(name, trainers, folds, plans, configuration)
+    runs = fraction_folds(name, folds, fractions, fraction_seed)
+    folders = validation_folders(name, models, folds, fractions, runs, str(dataset))
     with open(dataset_json_path) as f:
         dataset_json = json.load(f)
     classes = classes_from_labels(dataset_json["labels"])
     output = output or default_report_folder(name)
+    check_same_cases(folders)
 
-    summary, per_case, models = {}, {}, {}
-    for trainer in trainers:
-        fold_summaries = {}
-        per_case[trainer] = []
-        for fold, folder in sorted(folders[trainer].items()):
-            metrics_folder = os.path.join(output, "evaluation", trainer, f"fold_{fold}")
-            fold_summaries[fold] = evaluate_folders(references, folder, dataset_json_path, output_dir=metrics_folder,
-                                                    num_processes=num_processes, allow_missing_predictions=True)
-            per_case[trainer] += _case_rows(fold_summaries[fold], fold, dataset_json["file_ending"])
-        summary[trainer] = aggregate_folds(fold_summaries, [c.key for c in classes])
-        models[trainer] = _model_facts(name, trainer, plans, configuration, folds)
-
-    notes = [note for t in trainers for note in weights_notes(t, model_folder(name, t, plans, configuration), folds)]
-    case_sets = {t: {r["case"] for r in rows} for t, rows in per_case.items()}
-    if len({frozenset(s) for s in case_sets.values()}) > 1:
-        notes.append("the trainers were validated on different case sets (different splits?): paired tests use "
-                     "the common cases only")
-    comparison = compare_to_reference(per_case, reference, [c.key for c in classes]) if len(trainers) > 1 else []
-    return CrossValReport(name, configuration, plans, list(folds), list(trainers), reference,
-                          {c.key: c.name for c in classes}, summary, per_case, comparison, models, notes)
+    per_run: Dict[Tuple[str, float], List[dict]] = {}        # (model, fraction) -> per-case rows
+    summaries: Dict[Tuple[str, float], Dict[int, dict]] = {}  # (model, fraction) -> fold -> evaluation summary
+    for (label, fraction), fold_folders in folders.items():
+        stem = next(m.file_stem for m in models if m.label == label) + ("" if fraction == FULL else f"@{fraction:g}")
+        for fold, folder in sorted(fold_folders.items(), key=lambda item: str(item[0])):
+            summary = evaluate_folders(references, folder, dataset_json_path, num_processes=num_processes,
+                                       output_dir=os.path.join(output, "evaluation", stem, f"fold_{fold}"),
+                                       allow_missing_predictions=True)
+            summaries.setdefault((label, fraction), {})[fold] = summary
+            per_run.setdefault((label, fraction), []).extend(_case_rows(summary, fold, dataset_json["file_ending"]))
+    keys = [c.key for c in classes]
+    per_case = {label: per_run[(label, FULL)] for label in labels}
+    summary = {label: aggregate_folds(summaries[(label, FULL)], keys) for label in labels}
+    comparison = compare_to_reference(per_case, reference, keys, n_resamples=n_resamples, seed=seed) \
+        if len(models) > 1 else []
+    facts = {m.label: _model_facts(name, m, [runs[(fold, FULL)] for fold in folds]) for m in models}
+    notes = model_notes(name, models, runs)
+    curves = learning_curves(name, models, runs, per_run, summaries, keys, n_resamples, seed) \
+        if len(fractions) > 1 else []
+    for model in models:
+        absent = [f"{f:g}" for f in fractions if (model.label, f) not in per_run]
+        if absent:
+            notes.append(f"`{model.label}` has no runs at train fraction(s) {', '.join(absent)}: not in its learning "
+                         f"curve (nnunet-dino crossval -d {dataset} -tr {model.label} --train-fractions "
+                         f"{' '.join(absent)} adds them)")
+    return CrossValReport(name, list(folds), labels, reference, {c.key: c.name for c in classes}, summary, per_case,
+                          comparison, facts, {m.label: m.to_json() for m in models}, fractions, curves, n_resamples,
+                          seed, notes)
 
 
 def class_name(report: CrossValReport, key: str) -> str:

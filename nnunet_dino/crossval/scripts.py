@@ -1,5 +1,6 @@
 """The two scripts `nnunet-dino crossval --emit DIR` writes: the missing folds as plain commands, and as a
-SLURM-style job array (one array task per trainer x fold) for running folds in parallel on many GPUs."""
+SLURM-style job array (one array task per model x fold x train fraction) for running folds in parallel on
+many GPUs."""
 from __future__ import annotations
 
 import os
@@ -7,7 +8,9 @@ import shlex
 import stat
 from typing import Dict, List, Sequence, Tuple
 
-from .folds import DONE, checked_selection, fold_command, plan_folds
+from .folds import DONE, checked_selection, fold_command, report_hint
+from .fractions import FULL
+from .models import DEFAULT_CONFIGURATION, DEFAULT_PLANS
 from ..nnunet import dataset_id
 
 RUN_SCRIPT = "run_folds.sh"
@@ -30,7 +33,7 @@ def run_script(dataset_name: str, commands: Sequence[Tuple[object, List[str]]]) 
              f"# Missing cross-validation folds of {dataset_name}, written by `nnunet-dino crossval --emit`.",
              "# One nnUNetv2_train per line: run the script, or hand lines to different machines/GPUs.",
              RESUME_NOTE, "set -euo pipefail", ENV_GUARD, ""]
-    lines += [f"{shlex.join(command)}  # {plan.trainer} fold {plan.fold}: {plan.reason}" for plan, command in commands]
+    lines += [f"{shlex.join(command)}  # {plan.name}: {plan.reason}" for plan, command in commands]
     if not commands:
         lines.append("echo 'nothing to do: every requested fold is done'")
     return "\n".join(lines) + "\n"
@@ -44,13 +47,13 @@ def array_script(dataset_name: str, commands: Sequence[Tuple[object, List[str]]]
              f"#SBATCH --gres=gpu:{num_gpus}",
              "#SBATCH --cpus-per-task=12          # nnU-Net's data augmentation workers (nnUNet_n_proc_DA)",
              "#SBATCH --output=crossval_%A_%a.log",
-             f"# {dataset_name}: one array task per missing trainer x fold, written by `nnunet-dino crossval --emit`.",
+             f"# {dataset_name}: one array task per missing model x fold (x fraction), written by `nnunet-dino crossval --emit`.",
              "# Submit with `sbatch job_array.sh` (other schedulers: run task i with SLURM_ARRAY_TASK_ID=i).",
              "# nnU-Net's own multi-GPU training stays available inside a fold: add `-num_gpus N` to a command",
              "# (or pass --num-gpus N to crossval --emit) and request N GPUs per task; it runs DDP on them.",
              RESUME_NOTE, "set -euo pipefail", ENV_GUARD,
              'case "${SLURM_ARRAY_TASK_ID:?run as a job array (sbatch) or set SLURM_ARRAY_TASK_ID}" in']
-    lines += [f"  {i}) {shlex.join(command)} ;;  # {plan.trainer} fold {plan.fold}"
+    lines += [f"  {i}) {shlex.join(command)} ;;  # {plan.name}"
               for i, (plan, command) in enumerate(commands)]
     lines += ['  *) echo "no fold for array index $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;', "esac"]
     if not commands:
@@ -67,23 +70,26 @@ def write_scripts(output: str, dataset_name: str, commands: Sequence[Tuple[objec
     return paths
 
 
-def emit_scripts(dataset: str, trainers: Sequence[str], output: str, folds: Sequence[int] = (0, 1, 2, 3, 4),
-                 plans: str = "nnUNetPlans", configuration: str = "2d", device: str = "cuda", npz: bool = False,
-                 num_gpus: int = 1) -> Dict[str, object]:
+def emit_scripts(dataset: str, models: Sequence, output: str, folds: Sequence[int] = (0, 1, 2, 3, 4),
+                 plans: str = DEFAULT_PLANS, configuration: str = DEFAULT_CONFIGURATION, device: str = "cuda",
+                 npz: bool = False, num_gpus: int = 1, fractions: Sequence[float] = (FULL,),
+                 fraction_seed: int = 0) -> Dict[str, object]:
     """Write `run_folds.sh` (one nnUNetv2_train line per missing fold) and `job_array.sh` (SLURM array).
-    Only writes: a checkpoint cut short by a kill is named, not moved (`nnunet-dino crossval` without
-    --emit sets it aside before it runs)."""
-    name = checked_selection(dataset, trainers, plans, configuration, folds)
-    fold_plans = plan_folds(name, trainers, folds, plans, configuration, npz)
+    Writes the scripts and, for train fractions, their entries in splits_final.json (the commands train
+    them); a checkpoint cut short by a kill is named, not moved (`nnunet-dino crossval` without --emit
+    sets it aside before it runs)."""
+    selection = checked_selection(dataset, models, plans, configuration, folds, fractions, fraction_seed)
+    fold_plans = selection.plans(npz)
     todo = [p for p in fold_plans if p.action != DONE]
-    commands = [(p, fold_command(p, dataset_id(name), configuration, plans, device, npz, num_gpus,
-                                 always_continue=True)) for p in todo]
-    paths = write_scripts(output, name, commands, num_gpus)
+    commands = [(p, fold_command(p, dataset_id(selection.name), p.model.configuration, p.model.plans, device, npz,
+                                 num_gpus, always_continue=True)) for p in todo]
+    paths = write_scripts(output, selection.name, commands, num_gpus)
     for plan in fold_plans:
         print("  " + plan.describe())
     broken = [path for plan in todo for path in plan.set_aside]
     if broken:
         print(f"!! {len(broken)} checkpoint(s) cut short by a kill: {', '.join(broken)}. nnUNetv2_train --c would "
               f"load them and fail: run `nnunet-dino crossval` once (it sets them aside), or delete them.")
-    print(f"{len(todo)} fold command(s) written: {paths['run_folds']} and {paths['job_array']}")
+    print(f"{len(todo)} fold command(s) written: {paths['run_folds']} and {paths['job_array']}. "
+          f"Afterwards: {report_hint(dataset, selection, fraction_seed)}")
     return {"plans": fold_plans, "commands": commands, **paths}

@@ -1,4 +1,5 @@
-"""Statistics of a cross-validation report: mean ± sd over folds, and paired Wilcoxon tests over cases.
+"""Statistics of a cross-validation report: mean ± sd over folds, and paired comparisons over cases
+(bootstrap confidence interval, Wilcoxon test, Holm correction, a verdict in plain words).
 
 Aggregation (what every number in the report means):
 
@@ -16,22 +17,37 @@ Aggregation (what every number in the report means):
   null distribution (no ties, no zeros), an exact permutation over all sign flips (ties or zeros,
   n <= 13) or the normal approximation with tie and continuity correction. All differences zero:
   p = 1 (no evidence of a difference), without calling scipy.
+* **Bootstrap interval**: of the mean difference over the same cases, paired (a resample draws cases
+  with replacement and keeps each case's two values together): `numpy.random.default_rng(seed)`
+  draws all resamples at once (`integers(0, n, (resamples, n))`), and the interval is the 2.5th and
+  97.5th percentile of the resampled means (numpy's linear interpolation) -- the percentile bootstrap
+  of `scipy.stats.bootstrap(method='percentile')` with the same generator. The learning curves use
+  the same bootstrap for a model's mean over cases.
+* **Holm correction**: over every comparison of one report (each model other than the reference x
+  each class and the mean x Dice, HD95, ASD): the i-th smallest of m p-values becomes
+  max over j <= i of min(1, (m - j + 1) p_(j)).
+* **Verdict**: *better* when the Holm-corrected p < 0.05 **and** the 95 % interval lies entirely on
+  the better side of 0 (higher Dice, lower HD95 / ASD); *worse* likewise on the other side;
+  otherwise *no detectable difference at 95 %*.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import OptionError
-
 from ..evaluation.metrics import nan_mean, nan_sd
 from ..evaluation.tables import MEAN_ROW
+from .models import choose_reference  # noqa: F401 (the reference is chosen among the models' labels)
 
 METRICS = ("Dice", "HD95", "ASD")
+HIGHER_IS_BETTER = {"Dice": True, "HD95": False, "ASD": False}
 MEAN_KEY = MEAN_ROW  # the foreground mean, a row beside the classes
+RESAMPLES, SEED, LEVEL, ALPHA = 10000, 0, 0.95, 0.05
+BETTER, WORSE, NO_DIFFERENCE, NOT_COMPARED = ("better", "worse", "no detectable difference at 95 %",
+                                              "not compared (no common cases)")
 
 
 def _number(value) -> float:
@@ -98,27 +114,61 @@ def paired_wilcoxon(values: Mapping[str, float], reference: Mapping[str, float])
     return result
 
 
+def bootstrap_interval(values: Sequence[float], n_resamples: int = RESAMPLES, seed: int = SEED,
+                       level: float = LEVEL) -> Tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (see the module docstring); NaN when empty."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return float("nan"), float("nan")
+    indices = np.random.default_rng(seed).integers(0, values.size, (n_resamples, values.size))
+    means = values[indices].mean(axis=-1)
+    low, high = np.percentile(means, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return float(low), float(high)
+
+
+def holm(p_values: Sequence[float]) -> List[float]:
+    """Holm-adjusted p-values (NaN stays NaN and does not count in m)."""
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = order.size
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    return [float(v) for v in adjusted]
+
+
+def verdict(metric: str, ci_low: float, ci_high: float, p_holm: float, alpha: float = ALPHA) -> str:
+    """'better' / 'worse' / 'no detectable difference at 95 %' for a difference model - reference."""
+    if not (math.isfinite(ci_low) and math.isfinite(ci_high) and math.isfinite(p_holm)):
+        return NOT_COMPARED if not math.isfinite(ci_low) else NO_DIFFERENCE
+    if p_holm >= alpha or ci_low <= 0 <= ci_high:
+        return NO_DIFFERENCE
+    return BETTER if (ci_low > 0) == HIGHER_IS_BETTER[metric] else WORSE
+
+
+def paired_comparison(values: Mapping[str, float], reference: Mapping[str, float], n_resamples: int = RESAMPLES,
+                      seed: int = SEED) -> dict:
+    """paired_wilcoxon plus the bootstrap interval of the mean difference over the same cases."""
+    result = paired_wilcoxon(values, reference)
+    cases = sorted(c for c in values if c in reference and math.isfinite(values[c]) and math.isfinite(reference[c]))
+    low, high = bootstrap_interval([values[c] - reference[c] for c in cases], n_resamples, seed)
+    return {**result, "ci_low": low, "ci_high": high, "n_resamples": n_resamples, "seed": seed}
+
+
 def compare_to_reference(per_case: Mapping[str, Sequence[dict]], reference: str, class_keys: Sequence[str],
-                         metric: str = "Dice") -> List[dict]:
-    """One row per (trainer other than the reference, class key or 'mean')."""
+                         metrics: Sequence[str] = METRICS, n_resamples: int = RESAMPLES, seed: int = SEED) -> List[dict]:
+    """One row per (metric, model other than the reference, class key or 'mean'), Dice rows first, with
+    Holm-corrected p-values over all rows and a verdict each."""
     rows = []
-    for trainer, trainer_rows in per_case.items():
-        if trainer == reference:
-            continue
-        for key in [MEAN_KEY] + list(class_keys):
-            test = paired_wilcoxon(case_values(trainer_rows, key, metric),
-                                   case_values(per_case[reference], key, metric))
-            rows.append({"trainer": trainer, "reference": reference, "class_key": key, "metric": metric, **test})
+    for metric in metrics:
+        for model, model_rows in per_case.items():
+            if model == reference:
+                continue
+            for key in [MEAN_KEY] + list(class_keys):
+                test = paired_comparison(case_values(model_rows, key, metric),
+                                         case_values(per_case[reference], key, metric), n_resamples, seed)
+                rows.append({"trainer": model, "reference": reference, "class_key": key, "metric": metric, **test})
+    for row, p_holm in zip(rows, holm([r["p_value"] for r in rows])):
+        row["p_holm"] = p_holm
+        row["verdict"] = verdict(row["metric"], row["ci_low"], row["ci_high"], p_holm)
     return rows
-
-
-def choose_reference(trainers: Sequence[str], requested: Optional[str] = None) -> str:
-    """--reference, else the first of nnU-Net's own trainers among -tr (nnUNetTrainer or its
-    nnUNetTrainer_<variant> twins such as nnUNetTrainer_250epochs), else the first trainer."""
-    import re
-    if requested:
-        if requested not in trainers:
-            raise OptionError(f"--reference {requested!r} is not among the trainers {list(trainers)}")
-        return requested
-    own = [t for t in trainers if re.fullmatch(r"nnUNetTrainer(_\w+)?", t)]
-    return own[0] if own else trainers[0]

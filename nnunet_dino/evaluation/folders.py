@@ -67,6 +67,11 @@ def _cases_in(folder: str, endings: Sequence[str]) -> Tuple[dict, List[str]]:
     return cases, problems
 
 
+def prediction_cases(folder: str) -> List[str]:
+    """The case identifiers of the segmentation files (any ending nnU-Net reads) in a prediction folder."""
+    return sorted(_cases_in(folder, known_file_endings())[0])
+
+
 def pair_case_files(gt_dir: str, pred_dir: str, file_ending: str,
                     allow_missing_predictions: bool = False) -> List[Tuple[str, str]]:
     """(reference path, prediction path) per case, matched by case identifier: references end with

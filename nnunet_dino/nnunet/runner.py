@@ -79,11 +79,12 @@ def run_step(args: List[str], env: Optional[Dict[str, str]] = None, log_path: Op
     return seconds
 
 
-def plan_and_preprocess(dataset_id: int, env: Dict[str, str], log_path: Optional[str] = None) -> float:
+def plan_and_preprocess(dataset_id: int, env: Dict[str, str], log_path: Optional[str] = None,
+                        configurations: Sequence[str] = ("2d",)) -> float:
     env = dict(env)
     env.pop("nnUNet_n_proc_DA", None)  # 0 crashes nnU-Net's planner (set_num_threads(0))
-    return run_step(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", "2d", "-np", "1",
-                     "-npfp", "1", "--verify_dataset_integrity"], env, log_path)
+    return run_step(["nnUNetv2_plan_and_preprocess", "-d", str(dataset_id), "-c", *configurations,
+                     "-np", *["1"] * len(configurations), "-npfp", "1", "--verify_dataset_integrity"], env, log_path)
 
 
 def train(dataset_id: int, trainer: str, env: Dict[str, str], fold=0, device: str = "cpu",
