@@ -20,6 +20,7 @@ from ..nnunet import (dataset_id, dataset_name, gt_folder, model_folder, plans_f
                       preprocessed_folder)
 from ..backbones.weights import describe_weights_record, record_is_random
 from ..nnunet.models import model_facts
+from ..pretrain.record import leakage_notes
 from ..training.records import fold_weights_record
 from .statistics import MEAN_KEY, aggregate_folds, choose_reference, compare_to_reference
 
@@ -138,6 +139,8 @@ def build_report(dataset: str, trainers: Sequence[str], folds: Sequence[int] = (
     if len({frozenset(s) for s in case_sets.values()}) > 1:
         notes.append("the trainers were validated on different case sets (different splits?): paired tests use "
                      "the common cases only")
+    notes += [note for t in trainers
+              for note in leakage_notes(t, model_folder(name, t, plans, configuration), folds, case_sets[t], name)]
     comparison = compare_to_reference(per_case, reference, [c.key for c in classes]) if len(trainers) > 1 else []
     return CrossValReport(name, configuration, plans, list(folds), list(trainers), reference,
                           {c.key: c.name for c in classes}, summary, per_case, comparison, models, notes)

@@ -1,0 +1,204 @@
+"""`nnunet-dino pretrain` end to end: a tiny ViT pretrained on synthetic scans through the command line,
+resumed after an interruption to the very same weights, its record and refusals; its features
+segment better than the random encoder's; and a full-size backbone file from it trains and predicts
+in a plugin `_debug` trainer, whose cross-validation report flags the pretraining cases as leakage."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dino_weights_helpers import tiny_spec
+from nnunet_dino.backbones import FrozenDinoBackbone, load_backbone_weights, locate_weights, registry
+from nnunet_dino.cli import main
+from nnunet_dino.datasets.synthetic import make_synthetic_2d
+from nnunet_dino.nnunet import nnunet_environment, predict, train
+from nnunet_dino.pretrain.loop import PretrainRun
+from nnunet_helpers import clean_environment, results_folder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+TINY_RECIPE = ["--batch-size", "8", "--global-size", "64", "--local-size", "32", "--local-crops", "2",
+               "--prototypes", "64", "--head-hidden", "64", "--head-bottleneck", "32", "--no-progress"]
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """A tiny DINOv3 row registered for one test (the command names backbones by registry name)."""
+    spec = tiny_spec("dinov3_vits16")
+    monkeypatch.setitem(registry._REGISTRY, spec.name, spec)
+    return spec
+
+
+@pytest.fixture
+def raw_dataset(monkeypatch, tmp_path):
+    env = nnunet_environment(str(tmp_path / "nnunet"), clean_environment())
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(var, env[var])
+    return make_synthetic_2d(env["nnUNet_raw"], 990, num_train=6, num_test=0)
+
+
+def _tensors(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_pretrain_resumes_an_interrupted_run_to_the_same_weights_and_records_it(tiny, raw_dataset, tmp_path,
+                                                                              monkeypatch, capsys):
+    args = ["pretrain", "-d", "990", "--backbone", tiny.name, "--init", "random", "--steps", "12",
+            "--save-every", "4", *TINY_RECIPE]
+    assert main(args + ["-o", str(tmp_path / "straight.pth")]) == 0
+
+    step = PretrainRun.train_step
+    def killed_after_six(run):  # the process dies in step 7: the last save was after step 4
+        if run.step == 6:
+            raise KeyboardInterrupt
+        return step(run)
+    monkeypatch.setattr(PretrainRun, "train_step", killed_after_six)
+    out = tmp_path / "resumed.pth"
+    assert main(args + ["-o", str(out)]) == 130
+    assert not out.exists() and torch.load(tmp_path / "resumed.pretrain_state.pth", weights_only=True)["step"] == 4
+    monkeypatch.setattr(PretrainRun, "train_step", step)
+    assert main(args + ["-o", str(out)]) == 0
+    straight, resumed = _tensors(tmp_path / "straight.pth"), _tensors(out)
+    assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+    record = json.loads((tmp_path / "resumed.pretrain.json").read_text())
+    assert record["data"][0]["group"] == "Dataset990_Synth2D"
+    assert record["data"][0]["cases"] == [f"case_{i:03d}" for i in range(6)]
+    assert record["steps"] == 12 and record["starting_weights"]["source"] == "random"
+    assert set(record["final_losses"]) == {"loss", "dino", "ibot", "koleo", "gram"}
+    assert all(np.isfinite(v) for v in record["final_losses"].values())
+    assert (tmp_path / "resumed.losses.png").read_bytes()[:4] == b"\x89PNG"
+
+    monkeypatch.setenv("nnUNet_dino_weights", str(out))  # the file loads as users point to it
+    info = load_backbone_weights(FrozenDinoBackbone(tiny), locate_weights(tiny))
+    assert info["format"] == "meta" and info["sha256"] == record["weights_sha256"]
+    capsys.readouterr()
+    assert main(["weights", "verify", str(out), "--backbone", tiny.name]) == 0
+    assert "OK:" in capsys.readouterr().out
+
+    assert main(args + ["-o", str(out), "--lr", "1e-3"]) == 2  # another recipe: refused, not mixed
+    assert "--restart" in capsys.readouterr().err
+
+
+def test_pretrain_refuses_empty_selections_unreadable_images_and_existing_outputs(tiny, tmp_path, capsys):
+    base = ["pretrain", "--backbone", tiny.name, "--init", "random", "--steps", "2", *TINY_RECIPE]
+    (tmp_path / "empty").mkdir()
+    assert main(base + ["--folder", str(tmp_path / "empty"), "-o", str(tmp_path / "a.pth")]) == 2
+    assert "no images in" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "scan.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    assert main(base + ["--folder", str(broken), "-o", str(tmp_path / "b.pth")]) == 2
+    assert "scan.nii.gz" in capsys.readouterr().err and not (tmp_path / "b.pth").exists()
+    (tmp_path / "c.pth").write_bytes(b"precious")
+    make_synthetic_2d(str(tmp_path / "raw"), 990, num_train=2, num_test=0)
+    images = str(tmp_path / "raw" / "Dataset990_Synth2D" / "imagesTr")
+    assert main(base + ["--folder", images, "-o", str(tmp_path / "c.pth")]) == 2
+    assert (tmp_path / "c.pth").read_bytes() == b"precious"
+
+
+# --- the effect: features --------------------------------------------------------------------------
+def _texture_slice(rng, size=128):
+    """Low-contrast noise with a disk of horizontal stripes (label 1) and a square of vertical stripes
+    (label 2), random phases: the classes differ by orientation only, not by mean or contrast."""
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    image = 0.5 + rng.normal(0, 0.05, (size, size))
+    label = np.zeros((size, size), np.uint8)
+    r = rng.uniform(22, 30)
+    cy, cx = rng.uniform(r, size - r), rng.uniform(r, size / 2)
+    disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    s = int(rng.uniform(36, 48))
+    y0, x0 = int(rng.uniform(0, size - s)), int(rng.uniform(size / 2, size - s))
+    square = np.zeros_like(disk)
+    square[y0:y0 + s, x0:x0 + s] = True
+    image[disk] = 0.5 + 0.3 * np.cos(2 * np.pi * yy[disk] / 8 + rng.uniform(0, 2 * np.pi))
+    image[square] = 0.5 + 0.3 * np.cos(2 * np.pi * xx[square] / 8 + rng.uniform(0, 2 * np.pi))
+    label[disk], label[square] = 1, 2
+    return image.astype(np.float32), label
+
+
+def _features(spec, setting, images):
+    backbone = FrozenDinoBackbone(spec)
+    load_backbone_weights(backbone, locate_weights(spec, setting))
+    x = torch.from_numpy(np.stack(images))[:, None]
+    x = ((x - x.mean()) / x.std()).expand(-1, 3, -1, -1)
+    return backbone(x, taps=[spec.depth - 1])[0]  # (B, D, h, w)
+
+
+def _patch_labels(labels, patch):
+    one_hot = F.one_hot(torch.from_numpy(np.stack(labels)).long(), 3).permute(0, 3, 1, 2).float()
+    return F.avg_pool2d(one_hot, patch).argmax(1)  # majority label per patch
+
+
+def _probe_dice(train_x, train_y, test_x, test_y, steps=300):
+    """Linear probe (one 1x1 conv, Adam, full batch, fixed steps) -> mean foreground Dice on the test patches."""
+    torch.manual_seed(0)
+    mean, std = train_x.mean((0, 2, 3), keepdim=True), train_x.std((0, 2, 3), keepdim=True) + 1e-6
+    probe = torch.nn.Conv2d(train_x.shape[1], 3, 1)
+    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
+    weight = 1.0 / torch.bincount(train_y.flatten(), minlength=3).float().clamp(min=1)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(probe((train_x - mean) / std), train_y, weight=weight / weight.sum()).backward()
+        optimizer.step()
+    predicted = probe((test_x - mean) / std).argmax(1)
+    dice = [2 * ((predicted == c) & (test_y == c)).sum() / ((predicted == c).sum() + (test_y == c).sum()) for c in (1, 2)]
+    return float(sum(dice) / 2)
+
+
+def test_pretrained_features_segment_orientation_textures_better_than_random_ones(tiny, tmp_path):
+    from skimage.io import imsave
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    for i in range(24):
+        imsave(folder / f"scan_{i:02d}.png", (_texture_slice(rng)[0] * 255).clip(0, 255).astype(np.uint8),
+               check_contrast=False)
+    out = tmp_path / "pretrained.pth"
+    assert main(["pretrain", "--folder", str(folder), "--backbone", tiny.name, "--init", "random",
+                 "--steps", "300", "--batch-size", "16", "--global-size", "96", "--local-size", "48",
+                 "--local-crops", "2", "--prototypes", "256", "--head-hidden", "128", "--head-bottleneck", "64",
+                 "--lr", "1e-3", "--no-progress", "-o", str(out)]) == 0
+    train_set, test_set = [_texture_slice(rng) for _ in range(12)], [_texture_slice(rng) for _ in range(8)]
+    dice = {}
+    for setting in ("random", str(out)):
+        train_x = _features(tiny, setting, [image for image, _ in train_set])
+        test_x = _features(tiny, setting, [image for image, _ in test_set])
+        dice[setting] = _probe_dice(train_x, _patch_labels([label for _, label in train_set], 16),
+                                    test_x, _patch_labels([label for _, label in test_set], 16))
+    assert dice[str(out)] > dice["random"] + 0.1, dice
+
+
+# --- a plugin trainer with the written file -------------------------------------------------------------
+def test_a_debug_trainer_trains_and_predicts_with_pretrained_weights_and_the_report_flags_leakage(
+        synthetic_2d, tmp_path, monkeypatch, capsys):
+    env = dict(synthetic_2d["env"], nnUNet_results=str(tmp_path / "results"))
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(var, env[var])
+    out = tmp_path / "ct_dinov3_vits16.pth"
+    assert main(["pretrain", "-d", "990", "--backbone", "dinov3_vits16", "--init", "random", "--steps", "2",
+                 "--gradient-checkpointing", *TINY_RECIPE, "-o", str(out)]) == 0
+    record = json.loads((tmp_path / "ct_dinov3_vits16.pretrain.json").read_text())
+    assert record["data"][0]["read_from"].endswith("nnUNetPlans_2d")  # preprocessed, as the trainers see it
+    assert len(record["data"][0]["cases"]) == 10
+    assert main(["weights", "verify", str(out)]) == 0
+    assert "loads into dinov3_vits16 " in capsys.readouterr().out
+
+    trainer = "nnUNetTrainerSegDINO_debug"
+    env["nnUNet_dino_weights"] = str(out)
+    train(990, trainer, env)
+    model = results_folder(env, synthetic_2d["dataset"], trainer)
+    fold_record = json.load(open(os.path.join(model, "fold_0", "backbone_weights.json")))
+    assert fold_record["sha256"] == record["weights_sha256"] and fold_record["weights"]["path"] == str(out)
+    predictions = tmp_path / "predictions"
+    predict(990, trainer, os.path.join(synthetic_2d["raw_folder"], "imagesTs"), str(predictions), env)
+    assert sorted(p for p in os.listdir(predictions) if p.endswith(".png")) == ["case_010.png", "case_011.png"]
+
+    from nnunet_dino.crossval import build_report
+    report = build_report("990", [trainer], folds=[0], output=str(tmp_path / "report"))
+    leakage = [note for note in report.notes if note.startswith("LEAKAGE")]
+    assert len(leakage) == 1 and "2 of the 2 cases" in leakage[0] and str(out) in leakage[0], report.notes
