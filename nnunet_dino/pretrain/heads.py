@@ -3,7 +3,9 @@
 An MLP (Linear-GELU, `layers` deep) into an L2-normalised bottleneck, then a weight-normalised
 linear layer without bias onto `prototypes` scores. The last layer's weight norm has its gain fixed
 at 1 (as DINOv2's `weight_g` is frozen): the scores are cosine similarities between the bottleneck
-and each prototype, which keeps the teacher's softmax from collapsing by scale alone.
+and each prototype. The normalisations run in fp32 with eps 1e-12 (DINOv2's): with a large eps a
+bottleneck shrunk towards zero would give all-zero scores, a uniform softmax the DINO loss cannot
+leave (the collapse to uniform outputs).
 """
 from __future__ import annotations
 
@@ -31,5 +33,5 @@ class DinoHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., in_dim) -> (..., prototypes) scores in [-1, 1]."""
-        z = F.normalize(self.mlp(x), dim=-1, eps=1e-6)
-        return z @ F.normalize(self.prototypes, dim=-1, eps=1e-6).t()
+        z = F.normalize(self.mlp(x).float(), dim=-1, eps=1e-12)
+        return z @ F.normalize(self.prototypes.float(), dim=-1, eps=1e-12).t()
