@@ -58,6 +58,8 @@ class PretrainJob:
 def _distributed(device: str):
     """(rank, world size, device); joins the process group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if device == "cuda" and not torch.cuda.is_available():
+        raise OptionError("--device cuda: no CUDA device is visible to PyTorch here; use --device cpu")
     cuda = torch.cuda.is_available() and device != "cpu"
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if cuda else "gloo")
