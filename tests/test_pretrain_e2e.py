@@ -129,3 +129,20 @@ def test_a_debug_trainer_trains_and_predicts_with_pretrained_weights_and_the_rep
     report = build_report("990", [trainer], folds=[0], output=str(tmp_path / "report"))
     leakage = [note for note in report.notes if note.startswith("LEAKAGE")]
     assert len(leakage) == 1 and "2 of the 2 cases" in leakage[0] and str(out) in leakage[0], report.notes
+
+
+def test_leakage_notes_match_dataset_cases_and_folder_file_names_of_the_pretraining_record(tmp_path):
+    from nnunet_dino.pretrain.record import RECORD_KIND, leakage_notes
+    from nnunet_dino.training.records import write_fold_weights_record
+    weights = tmp_path / "w.pth"
+    (tmp_path / "w.pretrain.json").write_text(json.dumps({"kind": RECORD_KIND, "data": [
+        {"group": "Dataset007_X", "cases": ["a", "b"]}, {"group": "Dataset008_Y", "cases": ["c"]},
+        {"group": str(tmp_path / "scans"), "cases": ["sub/d_0000", "e"]}]}))
+    model = tmp_path / "model"
+    for fold, path in ((0, str(weights)), (1, str(weights)), (2, "")):
+        os.makedirs(model / f"fold_{fold}")
+        write_fold_weights_record(str(model / f"fold_{fold}"), {"sha256": "x", "weights": {"path": path}})
+    notes = leakage_notes("T", str(model), [0, 1, 2], {"a", "c", "d", "z"}, "Dataset007_X")
+    assert len(notes) == 1 and "2 of the 4 cases" in notes[0] and "(a, d)" in notes[0]
+    assert leakage_notes("T", str(model), [0, 1, 2], {"z"}, "Dataset007_X") == []
+    assert leakage_notes("T", str(model), [2], {"a"}, "Dataset007_X") == []  # random backbone: no file
