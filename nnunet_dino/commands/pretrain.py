@@ -40,7 +40,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("-p", "--plans", default="nnUNetPlans", help="plans of the preprocessed data (default: nnUNetPlans)")
     p.add_argument("-c", "--configuration", default="2d", help="preprocessed configuration (default: 2d)")
     for flag, field, kind, text in RECIPE_OPTIONS:
-        p.add_argument(flag, dest=f"recipe_{field}", type=kind, default=None, help=text)
+        p.add_argument(flag, dest=f"recipe_{field}", type=kind, default=None, help=text,
+                       metavar="N" if kind is int else "X")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda if available")
     p.add_argument("-num_gpus", "--num-gpus", type=int, default=1,
                    help="GPUs of this node: N > 1 relaunches the command under torchrun (DDP), as nnU-Net's -num_gpus")
