@@ -301,7 +301,8 @@ def test_fold_plan_rules(tmp_path):
 
 
 def test_wilcoxon_zero_differences_and_reference_choice():
-    from nnunet_dino.crossval.statistics import choose_reference, paired_wilcoxon
+    from nnunet_dino.crossval.models import choose_reference
+    from nnunet_dino.crossval.statistics import paired_wilcoxon
     same = paired_wilcoxon({"a": 0.5, "b": 0.7}, {"a": 0.5, "b": 0.7, "c": 0.1})
     assert (same["p_value"], same["n_cases"], same["n_nonzero"]) == (1.0, 2, 0)
     assert "identical" in same["note"] and "only one" in same["note"]

@@ -8,7 +8,7 @@ import argparse
 
 #: in the order `nnunet-dino --help` lists them
 COMMANDS = ("doctor", "env", "make_dataset", "onboard", "plan", "crossval", "report", "evaluate", "bundle",
-            "weights", "bench", "gpu_check", "demo")
+            "weights", "pretrain", "bench", "gpu_check", "demo")
 
 
 def fold_argument(text: str):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from ..evaluation.folders import case_name, prediction_cases
 from ..nnunet import dataset_id, dataset_name, fold_folder, gt_folder, model_folder, preprocessed_folder
 from ..nnunet.logs import epoch_times, validation_seconds_per_case
 from ..nnunet.models import model_facts
+from ..pretrain.record import leakage_notes
 from ..training.records import fold_weights_record
 from .fractions import FULL, check_fractions, fraction_folds
 from .learning import learning_curves
@@ -112,8 +113,8 @@ def check_same_cases(folders: Dict[Tuple[str, float], Dict[int, str]]) -> None:
         for case in sorted(set().union(*cases.values())):
             without = [run for run in cases if case not in cases[run]]
             if without:
-                problems.append(f"{case} (fold {fold}): validated by "
-                                f"{', '.join(run for run in cases if run not in without)}; missing from {', '.join(without)}")
+                validated = ", ".join(run for run in cases if run not in without)
+                problems.append(f"{case} (fold {fold}): validated by {validated}; missing from {', '.join(without)}")
     if problems:
         raise OptionError("the models were not validated on the same cases, so they cannot be compared:\n  "
                           + "\n  ".join(problems) + "\nRe-run the incomplete validation (`nnUNetv2_train ... --val`), "
@@ -138,7 +139,7 @@ def _model_facts(name: str, model: ModelSpec, folds: Sequence[int]) -> dict:
     return {"error": "no checkpoint_final.pth in the requested folds", **times}
 
 
-def weights_notes(name: str, model: ModelSpec, folder: str, folds: Sequence[int]) -> List[str]:
+def weights_notes(name: str, model: ModelSpec, folder: str, folds: Sequence[int], cases: Set[str]) -> List[str]:
     """What each fold's own record says about its frozen backbone: random (tests and demos only), or
     weights that differ between folds (the checkpoint is the truth; plans.json holds the last fold's)."""
     records = {fold: fold_weights_record(os.path.join(folder, f"fold_{fold}")) for fold in folds}
@@ -155,17 +156,22 @@ def weights_notes(name: str, model: ModelSpec, folder: str, folds: Sequence[int]
     return notes
 
 
+def pretraining_notes(name: str, model: ModelSpec, folder: str, folds: Sequence[int], cases: Set[str]) -> List[str]:
+    """LEAKAGE notes: evaluated cases that the model's backbone weights were pretrained on."""
+    return leakage_notes(model.label, folder, folds, cases, name)
+
+
 # Checks that add notes about one model to the report: (dataset name, model, model folder, its nnU-Net fold
-# numbers) -> sentences. Another check about a model (e.g. whether cases it is validated on were in the data
-# its backbone was pretrained on) is one more function in this tuple.
-MODEL_NOTE_CHECKS: Tuple[Callable[[str, ModelSpec, str, Sequence[int]], List[str]], ...] = (weights_notes,)
+# numbers, the case ids it is evaluated on) -> sentences. Another check is one more function in this tuple.
+MODEL_NOTE_CHECKS: Tuple[Callable[[str, ModelSpec, str, Sequence[int], Set[str]], List[str]], ...] = (
+    weights_notes, pretraining_notes)
 
 
-def model_notes(name: str, models: Sequence[ModelSpec], runs: Runs) -> List[str]:
+def model_notes(name: str, models: Sequence[ModelSpec], runs: Runs, per_case: Dict[str, List[dict]]) -> List[str]:
     nnunet_folds = sorted(set(runs.values()), key=str)
     return [note for model in models for check in MODEL_NOTE_CHECKS
             for note in check(name, model, model_folder(name, model.trainer, model.plans, model.configuration),
-                              nnunet_folds)]
+                              nnunet_folds, {row["case"] for row in per_case[model.label]})]
 
 
 def build_report(dataset: str, trainers: Sequence, folds: Sequence[int] = (0, 1, 2, 3, 4),
@@ -205,7 +211,7 @@ def build_report(dataset: str, trainers: Sequence, folds: Sequence[int] = (0, 1,
     comparison = compare_to_reference(per_case, reference, keys, n_resamples=n_resamples, seed=seed) \
         if len(models) > 1 else []
     facts = {m.label: _model_facts(name, m, [runs[(fold, FULL)] for fold in folds]) for m in models}
-    notes = model_notes(name, models, runs)
+    notes = model_notes(name, models, runs, per_case)
     curves = learning_curves(name, models, runs, per_run, summaries, keys, n_resamples, seed) \
         if len(fractions) > 1 else []
     for model in models:

@@ -153,7 +153,7 @@ def models_section(report: CrossValReport) -> List[str]:
 def markdown(report: CrossValReport, plots: Dict[str, str], curves: Dict[str, str]) -> str:
     n_cases = {t: len({r["case"] for r in rows}) for t, rows in report.per_case.items()}
     lines = [f"# Cross-validation: {report.dataset}", "",
-             f"Models (TRAINER[:CONFIGURATION[:PLANS]]; omitted parts are 2d and nnUNetPlans): "
+             "Models (TRAINER[:CONFIGURATION[:PLANS]]; omitted parts are 2d and nnUNetPlans): "
              + ", ".join(f"`{t}`" for t in report.trainers) + f". Folds {', '.join(map(str, report.folds))}; "
              f"{max(n_cases.values())} validation cases, the same for every model. Scored with nnunet-dino's "
              "evaluation (HD95 and ASD in mm from the image spacing) against `gt_segmentations` of the preprocessed "

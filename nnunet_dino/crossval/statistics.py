@@ -40,7 +40,6 @@ import numpy as np
 
 from ..evaluation.metrics import nan_mean, nan_sd
 from ..evaluation.tables import MEAN_ROW
-from .models import choose_reference  # noqa: F401 (the reference is chosen among the models' labels)
 
 METRICS = ("Dice", "HD95", "ASD")
 HIGHER_IS_BETTER = {"Dice": True, "HD95": False, "ASD": False}
