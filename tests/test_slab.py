@@ -53,12 +53,12 @@ def test_at_initialisation_the_slab_network_is_the_2d_network_slice_by_slice(fam
 def test_neighbour_mode_feeds_slices_above_and_below_as_the_three_channels(family, one_thread):
     _, slab = _pair(family, neighbours="rgb")
     rgb_net = build_tiny(family, 3, 3, cpu_precision="fp32").eval()  # same weights: 1 and 3 channels add none
-    x = torch.randn(1, 1, K, 32, 32)
+    x = torch.randn(1, 1, K, 40, 36)
     with torch.no_grad():
         out = slab(x)
         for k in range(K):
             stacked = torch.cat([x[:, :, max(k - 1, 0)], x[:, :, k], x[:, :, min(k + 1, K - 1)]], dim=1)
-            torch.testing.assert_close(out[:, :, k], rgb_net(stacked), rtol=0, atol=1e-5)
+            torch.testing.assert_close(out[:, :, k], rgb_net(stacked), rtol=1e-4, atol=1e-4)
 
 
 def test_slab_network_refuses_other_depths():
@@ -68,14 +68,24 @@ def test_slab_network_refuses_other_depths():
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
-def test_compiled_slab_network_matches_eager_and_trains_every_parameter(family, one_thread):
+def test_every_trainable_parameter_of_a_slab_network_gets_a_gradient(family, one_thread):
+    """nnU-Net's DDP has no find_unused_parameters (tests/test_ddp.py runs a slab network under DDP)."""
     _, slab = _pair(family, neighbours="rgb")
-    x = torch.randn(1, 1, K, 32, 32)
-    out = torch.compile(slab, backend="aot_eager")(x)
-    torch.testing.assert_close(out, slab(x), rtol=1e-4, atol=1e-5)
-    out.square().mean().backward()
+    slab(torch.randn(1, 1, K, 40, 36)).square().mean().backward()
     missing = [n for n, p in slab.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing and all(f.conv.weight.grad.abs().sum() > 0 for f in slab.slab.fusions), missing
+
+
+def test_compiled_slab_network_matches_eager_forward_and_backward(one_thread):
+    """The fusions are forward hooks: torch.compile traces them (the mechanism is the same for every family)."""
+    _, slab = _pair("SegDINO", neighbours="rgb")
+    for fusion in slab.slab.fusions:
+        torch.nn.init.normal_(fusion.conv.weight, std=0.1)
+    x = torch.randn(1, 1, K, 40, 36)
+    out = torch.compile(slab, backend="aot_eager")(x)
+    torch.testing.assert_close(out, slab(x), rtol=1e-4, atol=1e-5)
+    out.sum().backward()
+    assert all(f.conv.weight.grad is not None for f in slab.slab.fusions)
 
 
 # --- plans -------------------------------------------------------------------------------------------

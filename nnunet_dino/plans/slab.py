@@ -48,13 +48,17 @@ def slab_architecture(architecture: dict) -> dict:
     return arch
 
 
+def _preprocessed(folder: str, data_identifier: str) -> bool:
+    path = os.path.join(folder, data_identifier)
+    return os.path.isdir(path) and bool(os.listdir(path))
+
+
 def _data_source(plans: dict, folder: str, fingerprint: dict) -> Tuple[str, list]:
     """(data identifier, spacing): the 2d data if it is there, else 3d_fullres data holding the same
     voxels (same in-plane spacing, and no case resampled along z), else the 2d identifier (to be made)."""
     two_d = plans["configurations"]["2d"]
-    have = lambda ident: os.path.isdir(os.path.join(folder, ident)) and bool(os.listdir(os.path.join(folder, ident)))
     full = plans["configurations"].get("3d_fullres")
-    if not have(two_d["data_identifier"]) and full and have(full.get("data_identifier", "")):
+    if not _preprocessed(folder, two_d["data_identifier"]) and full and _preprocessed(folder, full["data_identifier"]):
         z_axis = plans["transpose_forward"][0]
         same_plane = np.allclose(full["spacing"][1:], two_d["spacing"])
         same_z = all(np.isclose(s[z_axis], full["spacing"][0]) for s in fingerprint["spacings"])
@@ -105,9 +109,8 @@ def add_slab_configuration(dataset_id: int, slices: int = DEFAULT_SLICES, plans_
         config = slab_configuration(plans, slices, folder, load_json(os.path.join(folder, "dataset_fingerprint.json")))
         plans["configurations"][SLAB_CONFIGURATION] = config
         save_json(plans, plans_file, sort_keys=False)
-        data = os.path.join(folder, config["data_identifier"])
-        if os.path.isdir(data) and os.listdir(data):
-            print(f"reusing preprocessed data {data} (the same voxels)")
+        if _preprocessed(folder, config["data_identifier"]):
+            print(f"reusing preprocessed data {os.path.join(folder, config['data_identifier'])} (the same voxels)")
         else:
             preprocess_dataset(dataset_id, plans_identifier, [SLAB_CONFIGURATION], [num_processes])
     flag = "" if plans_identifier == "nnUNetPlans" else f" -p {plans_identifier}"
