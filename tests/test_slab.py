@@ -168,3 +168,63 @@ def test_the_trainer_builds_the_slab_its_plans_record(channels, expected):
     if channels == 1:
         net = nnUNetTrainerSegDINO.build_network_architecture(PlansManager(_slab_plans()), configuration, 1, 3)
         assert (net.slab.slices, net.slab.neighbours, len(net.slab.fusions)) == (K, "rgb", 4)
+
+
+# --- learning: what one slice cannot tell ------------------------------------------------------------
+def _volumes(seed, n, shape=(10, 32, 32)):
+    import numpy as np
+    from nnunet_dino.datasets.slab_synthetic import columns_and_flakes
+    rng = np.random.default_rng(seed)
+    pairs = [columns_and_flakes(rng, shape) for _ in range(n)]
+    return (torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None] * 3.0,  # (N, 1, Z, H, W), ~z-scored
+            torch.from_numpy(np.stack([p[1] for p in pairs])).long())         # (N, Z, H, W)
+
+
+def _train(net, images, labels, slab: bool, steps=250, slabs_per_step=2):
+    """AdamW on random windows of K slices (the slab network: `slabs_per_step` slabs; the 2D network: the
+    same K x `slabs_per_step` slices one by one)."""
+    gen = torch.Generator().manual_seed(0)
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=2e-3)
+    net.train()
+    for _ in range(steps):
+        cases = torch.randint(0, images.shape[0], (slabs_per_step,), generator=gen).tolist()
+        starts = torch.randint(0, images.shape[2] - K + 1, (slabs_per_step,), generator=gen).tolist()
+        x = torch.stack([images[c, :, s:s + K] for c, s in zip(cases, starts)])
+        y = torch.stack([labels[c, s:s + K] for c, s in zip(cases, starts)])
+        logits = net(x) if slab else slab_of(net(slices_of(x)), K)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return net.eval()
+
+
+def _predict(net, image, slab: bool):
+    """(1, Z, H, W) -> (Z, H, W) labels; slabs centred on each slice (the volume's edges repeated)."""
+    with torch.no_grad():
+        if not slab:
+            return net(image.transpose(0, 1)).argmax(1)
+        z = image.shape[1]
+        padded = torch.cat([image[:, :1]] * (K // 2) + [image] + [image[:, -1:]] * (K // 2), dim=1)
+        windows = torch.stack([padded[:, s:s + K] for s in range(z)])
+        return net(windows)[:, :, K // 2].argmax(1)
+
+
+def _mean_foreground_dice(predicted, reference):
+    dice = [2 * ((predicted == c) & (reference == c)).sum() / ((predicted == c).sum() + (reference == c).sum())
+            for c in (1, 2)]
+    return float(sum(dice) / 2)
+
+
+def test_at_an_equal_budget_the_slab_network_tells_columns_from_flakes_and_the_2d_one_cannot(one_thread):
+    """Columns (3 slices) and flakes (1 slice) look alike in every slice: slice-wise, a mean foreground
+    Dice above 0.5 is out of reach in expectation (datasets/slab_synthetic.py). Same tiny U-DFA, same
+    steps, same slices per step; the slab network sees the neighbours."""
+    images, labels = _volumes(0, 8)
+    test_images, test_labels = _volumes(1, 3)
+    flat = _train(build_tiny("U-DFA", 1, 3, cpu_precision="fp32"), images, labels, slab=False)
+    slab = _train(make_slab(build_tiny("U-DFA", 1, 3, cpu_precision="fp32"), K, "rgb"), images, labels, slab=True)
+    scores = {name: _mean_foreground_dice(torch.stack([_predict(net, x, name == "2.5d") for x in test_images]),
+                                          test_labels)
+              for name, net in (("2d", flat), ("2.5d", slab))}
+    assert scores["2.5d"] > max(0.6, scores["2d"] + 0.15), scores
