@@ -71,7 +71,14 @@ class SliceFusion(nn.Module):
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return features + slices_of(self.conv(slab_of(features, self.depth)))
+        slab = slab_of(features, self.depth)
+        if slab.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+            return features + slices_of(self.conv(slab))
+        # CPU bf16 autocast: oneDNN's bf16 Conv3d corrupts the heap on larger maps (seen with U-DFA-S at
+        # 64 x 64), so the fusion runs in fp32 there
+        with torch.autocast("cpu", enabled=False):
+            mixed = self.conv(slab.float())
+        return features + slices_of(mixed).to(features.dtype)
 
     def hook(self, module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
         """Forward hook on a decoder stage: replaces its output by the fused one. A bound method, so a
