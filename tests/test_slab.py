@@ -8,7 +8,7 @@ import torch
 
 from network_table import FAMILY_NAMES, build_tiny
 from nnunet_dino.errors import OptionError
-from nnunet_dino.networks.slab import make_slab, neighbour_channels, slab_of, slices_of
+from nnunet_dino.networks.slab import SliceFusion, make_slab, neighbour_channels, slab_of, slices_of
 from nnunet_dino.plans.slab import SLAB_RECORD_KEY, slab_configuration
 
 K = 5
@@ -59,6 +59,21 @@ def test_neighbour_mode_feeds_slices_above_and_below_as_the_three_channels(famil
         for k in range(K):
             stacked = torch.cat([x[:, :, max(k - 1, 0)], x[:, :, k], x[:, :, min(k + 1, K - 1)]], dim=1)
             torch.testing.assert_close(out[:, :, k], rgb_net(stacked), rtol=1e-4, atol=1e-4)
+
+
+def test_fusion_runs_in_fp32_under_cpu_bf16_autocast():
+    """oneDNN's bf16 Conv3d corrupted the heap for full-size U-DFA slabs: the fusion leaves CPU autocast."""
+    fusion = SliceFusion(4, K)
+    torch.nn.init.normal_(fusion.conv.weight, std=0.3)
+    features = torch.randn(2 * K, 4, 8, 8).bfloat16()
+    seen = []
+    fusion.conv.register_forward_hook(lambda module, inputs, output: seen.append((inputs[0].dtype, output.dtype)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fusion(features)
+    assert seen == [(torch.float32, torch.float32)]
+    expected = features.float() + slices_of(fusion.conv(slab_of(features.float(), K)))
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected, rtol=1e-2, atol=2e-2)
 
 
 def test_slab_network_refuses_other_depths():
