@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from network_table import build_tiny
+from nnunet_dino.networks.slab import make_slab
 
 NETWORKS = {  # name: (family, options, input channels)
     "SegDINO": ("SegDINO", {}, 1),
@@ -20,11 +21,19 @@ NETWORKS = {  # name: (family, options, input channels)
     "UDFA_4ch": ("U-DFA", {}, 4),
     "DinoUNet_4ch": ("Dino U-Net", {}, 4),
 }
+SLABS = {"UDFA_slab": ("U-DFA", {}, 1)}  # 2.5D: slabs of SLICES slices, neighbours as channels, fused across slices
+SLICES = 3
 
 
 def _build(name):
-    family, options, channels = NETWORKS[name]
-    return build_tiny(family, channels, 3, **options)  # seeded: identical on both ranks (DDP broadcasts rank 0's too)
+    family, options, channels = {**NETWORKS, **SLABS}[name]
+    net = build_tiny(family, channels, 3, **options)  # seeded: identical on both ranks (DDP broadcasts rank 0's too)
+    return make_slab(net, SLICES, "rgb") if name in SLABS else net
+
+
+def _shape(name):
+    depth = (SLICES,) if name in SLABS else ()
+    return (2, {**NETWORKS, **SLABS}[name][2], *depth, 64, 64)
 
 
 def _worker(rank, world, name, port, results):
@@ -38,8 +47,8 @@ def _worker(rank, world, name, port, results):
         torch.manual_seed(100 + rank)  # different data per rank
         for _ in range(2):  # an unused parameter fails at the second step's reduction
             optimizer.zero_grad()
-            x = torch.randn(2, NETWORKS[name][2], 64, 64)
-            target = torch.randint(0, 3, (2, 64, 64))
+            x = torch.randn(_shape(name))
+            target = torch.randint(0, 3, (x.shape[0], *x.shape[2:]))
             torch.nn.functional.cross_entropy(net(x), target).backward()
             missing = [n for n, p in net.module.named_parameters() if p.requires_grad and p.grad is None]
             assert not missing, f"parameters without gradient: {missing[:5]}"
@@ -52,9 +61,9 @@ def _worker(rank, world, name, port, results):
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("name", list(NETWORKS))
+@pytest.mark.parametrize("name", list(NETWORKS) + list(SLABS))
 def test_one_ddp_step_on_two_cpu_processes(name):
-    port = 29500 + list(NETWORKS).index(name) + os.getpid() % 1000
+    port = 29500 + list({**NETWORKS, **SLABS}).index(name) + os.getpid() % 1000
     results = mp.Manager().dict()
     mp.spawn(_worker, args=(2, name, port, results), nprocs=2, join=True)
     assert results[0] and results[1], "gradients differ across ranks or are all zero"

@@ -26,6 +26,10 @@ def add_parser(subparsers) -> None:
                         "bf16, as the trainers run; fp32 compares like for like with nnUNetTrainer's fp32)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", default="bench_results.json", help="results file (default: bench_results.json)")
+    p.add_argument("--slices", type=int, default=None, metavar="K",
+                   help="instead: each family in 2.5d (slabs of K slices, --batch slabs) against itself in 2d "
+                        "(K x --batch slices) at the same patch: train step and prediction of one volume")
+    p.add_argument("--depth", type=int, default=20, metavar="Z", help="with --slices: slices of the volume (20)")
     p.set_defaults(run=run)
 
 
@@ -44,8 +48,13 @@ def run(args) -> int:
                              num_classes=args.classes, case=tuple(args.case) if args.case else None,
                              predict_repeats=args.predict_repeats, vit_b=not args.no_vit_b,
                              cpu_precision=args.cpu_precision)
-    results = run_benchmark(settings)
-    print(format_report(results))
+    if args.slices is not None:
+        from ..bench.slab import format_slab_report, run_slab_benchmark
+        results = run_slab_benchmark(settings, args.slices, args.depth)
+        print(format_slab_report(results))
+    else:
+        results = run_benchmark(settings)
+        print(format_report(results))
     write_json(results, args.json)
     print(f"written: {args.json}")
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -42,11 +42,12 @@ def _dataset_folder(raw_root: str, dataset_id: int, name: str, overwrite: bool):
         yield folder, os.path.join(raw_root, final_name)
 
 
-def _write_dataset_json(folder: str, channel_names: dict, num_training: int, file_ending: str) -> None:
+def _write_dataset_json(folder: str, channel_names: dict, num_training: int, file_ending: str,
+                        labels: Optional[dict] = None,
+                        description: str = "nnunet-dino synthetic dataset (disks and squares)") -> None:
     with open(os.path.join(folder, "dataset.json"), "w") as f:
-        json.dump({"channel_names": channel_names, "labels": {"background": 0, "disk": 1, "square": 2},
-                   "numTraining": num_training, "file_ending": file_ending,
-                   "description": "nnunet-dino synthetic dataset (disks and squares)"}, f, indent=2)
+        json.dump({"channel_names": channel_names, "labels": labels or {"background": 0, "disk": 1, "square": 2},
+                   "numTraining": num_training, "file_ending": file_ending, "description": description}, f, indent=2)
 
 
 def make_synthetic_2d(raw_root: str, dataset_id: int = 990, num_train: int = 10, num_test: int = 2,
@@ -70,25 +71,33 @@ def make_synthetic_2d(raw_root: str, dataset_id: int = 990, num_train: int = 10,
     return final
 
 
+def write_volume_case(folder: str, split: str, case: str, channels: Sequence[np.ndarray], label: np.ndarray,
+                      spacing: Sequence[float], origin: Optional[Sequence[float]] = None,
+                      direction: Optional[Sequence[float]] = None) -> None:
+    """One NIfTI case, arrays (z, y, x), `spacing` (z, y, x); `origin` and `direction` in ITK's (x, y, z)."""
+    import SimpleITK as sitk
+    for c, array in enumerate([*channels, label]):
+        itk = sitk.GetImageFromArray(array if c == len(channels) else array.astype(np.float32))
+        itk.SetSpacing(tuple(float(s) for s in spacing[::-1]))
+        if origin is not None:
+            itk.SetOrigin(tuple(float(o) for o in origin))
+        if direction is not None:
+            itk.SetDirection(tuple(float(d) for d in direction))
+        name = f"labels{split}/{case}.nii.gz" if c == len(channels) else f"images{split}/{case}_{c:04d}.nii.gz"
+        sitk.WriteImage(itk, os.path.join(folder, name))
+
+
 def make_synthetic_3d(raw_root: str, dataset_id: int = 991, num_train: int = 6, num_test: int = 2,
                       shape: Tuple[int, int, int] = (6, 48, 64), spacing=(3.0, 1.0, 1.0), seed: int = 0,
                       num_channels: int = 1, overwrite: bool = True) -> str:
     """NIfTI volumes (z, y, x) of stacked 2D slices; segmented by nnU-Net's `2d` configuration."""
-    import SimpleITK as sitk
     with _dataset_folder(raw_root, dataset_id, "Synth3D", overwrite) as (folder, final):
         rng = np.random.default_rng(seed)
         for i in range(num_train + num_test):
             slices = [_shapes(rng, shape[1:]) for _ in range(shape[0])]
             image = np.stack([s[0] for s in slices]) * 1000.0
             label = np.stack([s[1] for s in slices])
-            split = "Tr" if i < num_train else "Ts"
-            case = f"case_{i:03d}"
-            for c in range(num_channels):
-                itk = sitk.GetImageFromArray((image * (1 + 0.5 * c)).astype(np.float32))
-                itk.SetSpacing(tuple(float(s) for s in spacing[::-1]))
-                sitk.WriteImage(itk, os.path.join(folder, f"images{split}", f"{case}_{c:04d}.nii.gz"))
-            lab = sitk.GetImageFromArray(label)
-            lab.SetSpacing(tuple(float(s) for s in spacing[::-1]))
-            sitk.WriteImage(lab, os.path.join(folder, f"labels{split}", f"{case}.nii.gz"))
+            write_volume_case(folder, "Tr" if i < num_train else "Ts", f"case_{i:03d}",
+                              [image * (1 + 0.5 * c) for c in range(num_channels)], label, spacing)
         _write_dataset_json(folder, {str(c): f"MR{c}" for c in range(num_channels)}, num_train, ".nii.gz")
     return final

@@ -161,6 +161,8 @@ class DinoSegmentationNetwork(nn.Module):
     #: whether `segment` feeds the mapped image to a trainable module (a CNN branch), not only to the
     #: frozen encoder: only then can a learnable channel mix learn (see InputToRGB)
     image_reaches_trainable_path: bool = False
+    #: decoder stages (submodule names) whose outputs a 2.5D slab fuses across slices (networks/slab.py)
+    slab_fusion_points: Tuple[str, ...] = ()
 
     def __init__(self, input_channels: int, num_classes: int, backbone: Union[str, BackboneSpec],
                  pos_embed_resize: str = "meta", imagenet_normalize: bool = False, cpu_precision: str = "auto"):
@@ -173,6 +175,7 @@ class DinoSegmentationNetwork(nn.Module):
         self.input_adapter = InputToRGB(input_channels, imagenet_normalize,
                                         learnable=self.image_reaches_trainable_path)
         self.pad_multiple = self.input_multiple(spec)
+        self.slab = None  # a networks.slab.Slab makes this a 2.5D network taking (B, C, K, H, W) slabs
 
     @classmethod
     def input_multiple(cls, spec: BackboneSpec) -> int:
@@ -192,12 +195,21 @@ class DinoSegmentationNetwork(nn.Module):
         return self.cpu_bf16 and x.device.type == "cpu"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        slab = self.slab
+        if slab is not None:  # (B, C, K, H, W): every slice of every slab in one batch
+            x = slab.to_slices(x)
         x, (h, w) = pad_to_multiple(x, self.pad_multiple)
         if not self.uses_cpu_bf16(x):
-            return self.segment(self.input_adapter(x))[..., :h, :w]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = self.segment(self.input_adapter(x))
-        return logits[..., :h, :w].float()
+            logits = self._segment_slices(x)[..., :h, :w]
+        else:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = self._segment_slices(x)
+            logits = logits[..., :h, :w].float()
+        return logits if slab is None else slab.to_slab(logits)
+
+    def _segment_slices(self, x: torch.Tensor) -> torch.Tensor:
+        rgb = self.input_adapter(x)
+        return self.segment(rgb if self.slab is None else self.slab.encoder_input(rgb))
 
     def parameter_counts(self) -> Tuple[int, int]:
         return count_parameters(self)

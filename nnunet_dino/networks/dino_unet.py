@@ -266,6 +266,7 @@ class DinoUNet(DinoSegmentationNetwork):
 
     extra_pad_multiple = 32
     image_reaches_trainable_path = True  # the spatial prior module reads the mapped image
+    slab_fusion_points = ("decoder.stages.0", "decoder.stages.2")  # the /4 and /1 decoder stages
 
     def __init__(self, input_channels: int, num_classes: int, backbone: Union[str, BackboneSpec] = "dinov3_vits16",
                  pos_embed_resize: str = "meta", imagenet_normalize: bool = False,

@@ -38,6 +38,8 @@ class SegDINOHead(nn.Module):
 
 
 class SegDINO(DinoSegmentationNetwork):
+    slab_fusion_points = tuple(f"head.refine.{i}" for i in range(len(PROJECTION_CHANNELS)))  # each tap @ /16
+
     def __init__(self, input_channels: int, num_classes: int, backbone: str = "dinov3_vits16",
                  pos_embed_resize: str = "meta", imagenet_normalize: bool = False,
                  taps: Sequence[int] = None, features: int = 128, cpu_precision: str = "auto"):

@@ -130,6 +130,7 @@ class UDFA(DinoSegmentationNetwork):
     """
 
     image_reaches_trainable_path = True  # the SPA CNN reads the mapped image
+    slab_fusion_points = ("fuse_eighth", "decoder.stages.2")  # the /8 bottleneck and the /1 decoder stage
 
     def __init__(self, input_channels: int, num_classes: int, backbone: Union[str, BackboneSpec] = "dinov2_vitb14",
                  pos_embed_resize: str = "meta", imagenet_normalize: bool = False, num_fusion_modules: int = 3,

@@ -89,16 +89,16 @@ def plan_and_preprocess(dataset_id: int, env: Dict[str, str], log_path: Optional
 
 def train(dataset_id: int, trainer: str, env: Dict[str, str], fold=0, device: str = "cpu",
           log_path: Optional[str] = None, plans: str = "nnUNetPlans", extra: Sequence[str] = (),
-          on_line: Optional[Callable[[str], None]] = None) -> float:
+          on_line: Optional[Callable[[str], None]] = None, configuration: str = "2d") -> float:
     env = dict(env, nnUNet_n_proc_DA=env.get("nnUNet_n_proc_DA", "0"))
-    return run_step(["nnUNetv2_train", str(dataset_id), "2d", str(fold), "-tr", trainer, "-p", plans,
+    return run_step(["nnUNetv2_train", str(dataset_id), configuration, str(fold), "-tr", trainer, "-p", plans,
                      "-device", device, *extra], env, log_path, on_line=on_line)
 
 
 def predict(dataset_id: int, trainer: str, input_dir: str, output_dir: str, env: Dict[str, str],
             folds=(0,), device: str = "cpu", log_path: Optional[str] = None, plans: str = "nnUNetPlans",
-            extra: Sequence[str] = ()) -> float:
-    return run_step(["nnUNetv2_predict", "-i", input_dir, "-o", output_dir, "-d", str(dataset_id), "-c", "2d",
+            extra: Sequence[str] = (), configuration: str = "2d") -> float:
+    return run_step(["nnUNetv2_predict", "-i", input_dir, "-o", output_dir, "-d", str(dataset_id), "-c", configuration,
                      "-tr", trainer, "-p", plans, "-f", *[str(f) for f in folds], "-device", device,
                      "-npp", "1", "-nps", "1", *extra], env, log_path)
 

@@ -10,7 +10,7 @@ from .presets import plan_preset
 
 
 @contextlib.contextmanager
-def _usable_augmentation_workers():
+def usable_augmentation_workers():
     """nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails for 0 (the value users
     set for deterministic training); planning does not augment, so the variable is set aside meanwhile."""
     saved = os.environ.get("nnUNet_n_proc_DA")
@@ -29,7 +29,7 @@ def plan_with_preset(dataset_id: int, preset: str, target_shape: Sequence[int] =
     identifier to pass as `-p` to nnUNetv2_train / nnUNetv2_predict."""
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, preprocess_dataset
     name = dataset_name(dataset_id)
-    with _usable_augmentation_workers():
+    with usable_augmentation_workers():
         if not os.path.isfile(os.path.join(preprocessed_folder(name), "dataset_fingerprint.json")):
             extract_fingerprints([dataset_id], num_processes=num_processes, check_dataset_integrity=True)
         identifier, plans = plan_preset(dataset_id, preset, target_shape)

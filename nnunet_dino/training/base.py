@@ -3,14 +3,15 @@
 Per-paper trainers only declare data (class attributes): the network class, the backbone, the
 paper's optimiser. This base owns every integration rule, hook by hook:
 
-- `__init__` (exact 2.8.1 signature): refuses non-2D configurations *before* nnU-Net creates any
-  folder; resolves the weights and checks their names and shapes (refusing to start without
-  usable ones, before any fold folder exists); rounds the 2D patch to a multiple
-  of the ViT patch (and of the adapter's stride) *in the plans*, so `nnUNetv2_predict` tiles with it.
+- `__init__` (exact 2.8.1 signature): refuses 3D configurations other than a 2.5D slab (`slab.py`)
+  *before* nnU-Net creates any folder; resolves the weights and checks their names and shapes
+  (refusing to start without usable ones, before any fold folder exists); rounds the in-plane patch
+  to a multiple of the ViT patch (and of the adapter's stride) *in the plans*, so `nnUNetv2_predict`
+  tiles with it; records a slab's neighbour mode and fusion there.
 - `build_network_architecture` (classmethod, also called by the predictor with no trainer
   instance): builds the network from class attributes plus the records kept in the plans; the
   input recipe (`input_recipe.py`: resolved, checked and recorded by `__init__` before nnU-Net writes)
-  puts its module in front of the encoder.
+  puts its module in front of the encoder; a slab configuration makes it a slab network.
 - `initialize`: loads the backbone weights after nnU-Net built (and maybe compiled) the network,
   and records backbone, weights and the position-embedding resize rule in the plans.
 - `configure_optimizers`: trainable parameters only (the frozen backbone never enters the
@@ -38,12 +39,14 @@ from ..backbones.weights_check import check_weights_source
 from ..networks.base import DinoSegmentationNetwork, count_parameters
 from ..errors import UserError
 from ..networks.input_recipes import apply_input_recipe
+from ..networks.slab import make_slab
 from ..plans import PLANS_RECORD_KEY, rounded_patch_size, update_configuration
 from .input_recipe import INPUT_RECIPE_KEY, describe_recipe, input_recipe_record, input_record
 from .records import CHECKPOINT_ORDER, other_folds_weights, write_atomically, write_fold_weights_record
 from .progress import sliding_window_progress
 from .schedules import EpochLRSchedule
 from .seeding import SeededMixin
+from .slab import SLAB_INFERENCE_MIRROR_AXES, SLAB_RECORD_KEY, check_runnable, describe_slab, slab_marker, slab_record
 
 TEST_PAUSE_ENV_VAR = "nnUNet_dino_test_pause"  # test-only, see pause_for_test
 RANDOM_BACKBONE_WARNING_FILE = "RANDOM_BACKBONE_WARNING.txt"
@@ -79,13 +82,6 @@ class NotEnoughMemoryError(RuntimeError):
     """A training step ran out of memory; the message names the smaller settings to use."""
 
 
-def _unsupported_configuration(trainer_name: str, configuration: str, ndim: int) -> ValueError:
-    return ValueError(
-        f"{trainer_name} segments 2D images, but configuration '{configuration}' is {ndim}D. "
-        f"Use the '2d' configuration: `nnUNetv2_train DATASET 2d FOLD -tr {trainer_name}`. "
-        f"nnU-Net's 2d configuration segments 3D volumes slice by slice.")
-
-
 class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
     # --- what a per-paper trainer declares ---------------------------------------------------
     network_class: Type[DinoSegmentationNetwork] = None
@@ -100,6 +96,8 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
     seed: Optional[int] = None              # fixed seed (SeededMixin); env nnUNet_dino_seed overrides
     input_recipe: str = "auto"              # 'auto' | 'zscore' | 'rgb' | 'ct_windows' | 'meddinov3' (input_recipe.py)
     input_recipe_options: Dict[str, object] = {}  # ct_windows: {'windows': [preset or (width, level)] * 3}
+    slab_neighbours: str = "rgb"            # 2.5d slabs: 'rgb' (slices s-1, s, s+1 as channels) | 'repeat' (slab.py)
+    slab_fusion: str = "conv"               # 2.5d slabs: 'conv' (zero-initialised cross-slice convs) | 'none'
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -118,13 +116,19 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
             self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = DEBUG_RUN
             self.save_every = 1
             self.warmup_epochs = 0
-        patch = rounded_patch_size(self.configuration_manager.patch_size, self.patch_multiple())
-        if tuple(patch) != tuple(self.configuration_manager.patch_size):
-            self.print_to_log_file(f"nnunet-dino: patch size {self.configuration_manager.patch_size} -> "
-                                   f"{list(patch)} (multiple of {self.patch_multiple()}), written to the plans")
+        old = tuple(self.configuration_manager.patch_size)  # a slab's K slices stay; H and W are rounded
+        patch = old[:-2] + rounded_patch_size(old[-2:], self.patch_multiple())
+        if patch != old:
+            self.print_to_log_file(f"nnunet-dino: patch size {list(old)} -> {list(patch)} (in-plane multiple of "
+                                   f"{self.patch_multiple()}), written to the plans")
+        channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
+        slab = slab_record(type(self), self.configuration_manager, channels, input_recipe)
         self.plans_manager, self.configuration_manager = update_configuration(
-            self.plans_manager, configuration, patch_size=list(patch), **{INPUT_RECIPE_KEY: input_recipe})
+            self.plans_manager, configuration, patch_size=list(patch), **{INPUT_RECIPE_KEY: input_recipe},
+            **({SLAB_RECORD_KEY: slab} if slab else {}))
         self.print_to_log_file(f"nnunet-dino: {describe_recipe(input_recipe)}")
+        if slab:
+            self.print_to_log_file(f"nnunet-dino: {describe_slab(slab)}")
         self.print_to_log_file(f"nnunet-dino: backbone {self.backbone}, weights: {self.weights_source.describe()}")
         if self.weights_source.is_random:
             self.print_to_log_file(RANDOM_BACKBONE_BANNER)
@@ -149,9 +153,7 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
         if configuration not in configurations:
             raise ValueError(f"configuration '{configuration}' is not in the plans; available: "
                              f"{', '.join(configurations)}")
-        ndim = len(PlansManager(plans).get_configuration(configuration).patch_size)
-        if ndim != 2:
-            raise _unsupported_configuration(cls.__name__, configuration, ndim)
+        check_runnable(cls.__name__, configuration, PlansManager(plans).get_configuration(configuration))
 
     # --- network ---------------------------------------------------------------------------------
     @classmethod
@@ -161,16 +163,16 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
         """Deterministic from plans + class attributes (the predictor calls it without an instance).
         Loads no weights: training loads them in `initialize`, prediction from each fold's checkpoint
         (whose record, not the plans shared by all folds, says what the fold was trained with)."""
-        ndim = len(configuration_manager.patch_size)
-        if ndim != 2:
-            raise _unsupported_configuration(cls.__name__, "this", ndim)
+        check_runnable(cls.__name__, "this", configuration_manager)
         # plans without a recorded input recipe: nnU-Net's rgb_to_0_1 [0, 1] RGB gets the ImageNet affine
         recipe = input_record(configuration_manager)
         imagenet = not recipe and num_input_channels == 3 and all(
             n == "RGBTo01Normalization" for n in configuration_manager.normalization_schemes)
         network = cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,
                                     backbone=cls.backbone, imagenet_normalize=imagenet, **cls.network_kwargs)
-        return apply_input_recipe(network, recipe)
+        network = apply_input_recipe(network, recipe)
+        slab = slab_record(cls, configuration_manager, num_input_channels, recipe)
+        return network if slab is None else make_slab(network, **slab)
 
     @property
     def unwrapped_network(self) -> DinoSegmentationNetwork:
@@ -271,6 +273,15 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
         """nnU-Net's validation, with a progress bar over each case's sliding windows."""
         with sliding_window_progress():
             return super().perform_actual_validation(save_probabilities)
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        """nnU-Net's (a slab gets its "dummy 2D" augmentation, mirrored along all three axes), except that a
+        slab is mirrored only in-plane at inference, as the 2d configuration is: mirroring along z as well
+        would double the prediction time of every volume."""
+        settings = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        if slab_marker(self.configuration_manager) is not None:
+            self.inference_allowed_mirroring_axes = SLAB_INFERENCE_MIRROR_AXES
+        return settings
 
     def set_deep_supervision_enabled(self, enabled: bool):
         pass  # one full-resolution output; nnU-Net toggles this around validation regardless
