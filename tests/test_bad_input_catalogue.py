@@ -3,13 +3,10 @@ input is really refused with a message containing the row's excerpt, and leaves 
 case below has its row. The table cannot drift from what users see."""
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 from PIL import Image
 
 from nnunet_dino.cli import main

@@ -98,7 +98,6 @@ def test_evaluate_takes_the_folder_holding_dataset_json(tmp_path, capsys):
 
 def test_crossval_refuses_folds_the_dataset_cannot_have(empty_nnunet, capsys):
     """Fewer cases than nnU-Net's 5 folds: refused before anything runs, suggesting --folds all."""
-    import json
     name = "Dataset077_Tiny"
     folder = empty_nnunet / "nnUNet_preprocessed" / name
     os.makedirs(folder)
