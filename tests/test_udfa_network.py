@@ -169,3 +169,10 @@ def test_paper_spa_three_scales_reach_full_resolution(size):
     assert fusion_levels(2, (4, 8, 16)) == (0, 2)
     with pytest.raises(ValueError, match="spa"):
         tiny_udfa(spa="five")
+
+
+def test_paper_spa_parameter_counts():
+    """1 input channel, 4 classes (documented in udfa.py and the README's SPA comparison)."""
+    with torch.device("meta"):
+        assert count_parameters(UDFA(1, 4, backbone="dinov2_vits14", spa="paper")) == (15_040_404, 37_096_596)
+        assert count_parameters(UDFA(1, 4, backbone="dinov2_vitb14", spa="paper")) == (31_873_428, 118_453_140)

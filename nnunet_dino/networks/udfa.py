@@ -64,6 +64,10 @@ inputs with 2 or >= 4 channels add a 3C + 3 channel mixer), asserted in tests/te
     dinov2_vitl14   59,681,604   /  364,049,220   16.4 %
     dinov2_vitg14  108,995,396   / 1,245,474,628   8.8 %
 
+With `spa="paper"` (the three-scale SPA): S 15,040,404 / 37,096,596 (40.5 %), B 31,873,428 /
+118,453,140 (26.9 %), L 48,993,684 (13.9 %), g 97,389,972 (7.9 %): SPA 1.2 M instead of 4.7 M,
+bottleneck and decoder 7.4 M instead of 10.6 M (B), LGFAs 7.3, 7.6, 8.4 M (narrower SPA widths).
+
 The CNN side (SPA 4.7 M, bottleneck and decoder 10.6 M) does not depend on the backbone; for ViT-B
 the three LGFAs hold 7.6, 8.4 and 10.8 M (injection 6.1-6.7 M, refinement 1.5-4.1 M, growing with the
 SPA width of their scale). The `_reg4` variants have the same trainable count; their frozen total
