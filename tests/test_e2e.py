@@ -85,3 +85,18 @@ def test_dino_unet_with_its_planning_preset(synthetic_2d, tmp_path):
         reference, prediction = (imread(case[f]) for f in ("reference_file", "prediction_file"))
         assert prediction.shape == reference.shape and set(np.unique(prediction)) <= {0, 1, 2}
     assert len(summary["metric_per_case"]) == 2
+
+
+def test_segdino_v2_with_the_authors_recipe_trains_and_predicts_without_mirroring(synthetic_2d, tmp_path):
+    """SegDINO v2 under its `_paper` recipe: batch 4 in the saved plans, the official channel rule, RoPE
+    rescaling in training, and a checkpoint that tells nnUNetv2_predict not to mirror."""
+    trainer = "nnUNetTrainerSegDINOv2_paper_debug"
+    summary = _train_predict_evaluate(synthetic_2d["env"], 990, synthetic_2d["raw_folder"], tmp_path, trainer)
+    assert summary["mean"]["1"]["Dice"] > foreground_dice_baseline(summary)["1"]
+    model = results_folder(synthetic_2d["env"], synthetic_2d["dataset"], trainer)
+    plans = json.load(open(os.path.join(model, "plans.json")))["configurations"]["2d"]
+    assert plans["batch_size"] == 4 and plans["nnunet_dino_input"]["recipe"] == "official"
+    checkpoint = torch.load(os.path.join(model, "fold_0", "checkpoint_final.pth"), map_location="cpu",
+                            weights_only=False)
+    assert checkpoint["inference_allowed_mirroring_axes"] is None
+    assert checkpoint["network_weights"]["nnunet_dino.backbone"]["train_augmentation"] == {"rope_rescale": 2.0}

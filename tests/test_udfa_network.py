@@ -153,3 +153,26 @@ def test_documented_parameter_counts():
             assert count_parameters(UDFA(1, 4, backbone=name)) == DOCUMENTED[name], name
     trainable, total = DOCUMENTED["dinov2_vitb14"]
     assert 35e6 <= trainable <= 45e6 and 0.30 <= trainable / total <= 0.36
+
+
+@pytest.mark.parametrize("size", [(56, 56), (45, 61), (33, 29)])
+def test_paper_spa_three_scales_reach_full_resolution(size):
+    net = tiny_udfa(2, num_classes=3, spa="paper", spa_channels=(16, 32, 32))
+    assert net.spa_strides == (4, 8, 16) and net.fusion_levels == (0, 1, 2) and net.spa_stem == 1
+    x = torch.randn(2, 2, *size)
+    y = net(x)
+    assert y.shape == (2, 3, *size) and torch.isfinite(y).all()
+    _, _, spa, _ = net.encode(net.input_adapter(torch.nn.functional.pad(x, (0, (-size[1]) % 14, 0, (-size[0]) % 14))))
+    assert [m.shape[1] for m in spa] == [16, 32, 32] and len(net.decoder.stages) == 1 + 2  # /4 skip, x2, x2
+    y.square().mean().backward()
+    assert all(p.grad is not None for n, p in net.named_parameters() if p.requires_grad), "every parameter learns"
+    assert fusion_levels(2, (4, 8, 16)) == (0, 2)
+    with pytest.raises(ValueError, match="spa"):
+        tiny_udfa(spa="five")
+
+
+def test_paper_spa_parameter_counts():
+    """1 input channel, 4 classes (documented in udfa.py and the README's SPA comparison)."""
+    with torch.device("meta"):
+        assert count_parameters(UDFA(1, 4, backbone="dinov2_vits14", spa="paper")) == (15_040_404, 37_096_596)
+        assert count_parameters(UDFA(1, 4, backbone="dinov2_vitb14", spa="paper")) == (31_873_428, 118_453_140)

@@ -57,6 +57,18 @@ def embed_tokens(vit, x: torch.Tensor, pos_embed_resize: str = ""):
     return vit.norm_pre(tokens), rope, (h, w)
 
 
+def rope_table(vit, grid: Tuple[int, int], scale: float = 1.0) -> torch.Tensor:
+    """timm's DINOv3 RoPE table for an (h, w) patch grid, its [-1, 1] coordinates multiplied by
+    `scale` (the official train-mode 'rescale' augmentation; scale 1 is the table timm uses)."""
+    from timm.layers.pos_embed_sincos import make_coords_dinov3
+    rope = vit.rope
+    coords = make_coords_dinov3(grid[0], grid[1], normalize_coords=rope.normalize_coords,
+                                grid_indexing=rope.grid_indexing, grid_offset=rope.grid_offset,
+                                device=rope.periods.device) * scale
+    sin, cos = rope._get_pos_embed_from_coords(coords)
+    return torch.cat([sin, cos], dim=-1)
+
+
 def run_block(block, tokens: torch.Tensor, rope: Optional[torch.Tensor]) -> torch.Tensor:
     return block(tokens, rope=rope)
 

@@ -8,6 +8,14 @@ into the token stream (U-DFA), where gradients must reach activations but never 
 Frozen for real: no parameter requires grad, the ViT stays in eval() whatever `train()` is called
 with, and `forward` builds no autograd graph.
 
+Train-mode augmentation (off by default; the `_paper` trainers switch it on): the official Dino U-Net
+and SegDINO code leave the frozen ViT in train() mode, where DINOv3 rescales its RoPE coordinates
+by a random factor, log-uniform in [1/r, r] (r = 2), drawn afresh for every block on every forward,
+and Dino U-Net's 7B drops residual branches ("sample subset" stochastic depth, rate 0.4).
+`rope_rescale` and `drop_path` reproduce both while this module is in train() mode; the ViT's
+weights still never change (no gradient, no optimiser), eval() is unaffected, and the options are
+part of `train_augmentation_record()` (kept in every checkpoint's backbone record).
+
 Precision: one rule, `compute_dtype` -- on CUDA the encoder computes in bf16 where the GPU has native
 bf16 (compute capability >= 8.0; DINOv3 was trained in bf16) and in fp16 on older GPUs (T4, V100),
 where bf16 is emulated; elsewhere in the caller's precision. `autocast` applies it.
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -43,11 +52,33 @@ def state_fingerprint(state: dict) -> str:
     return digest.hexdigest()
 
 
+class ResidualSubsetDrop(nn.Module):
+    """Official DINOv3 stochastic depth on one residual branch: while `active`, the branch is kept
+    for a random subset of max(floor(B (1 - rate)), 1) samples, scaled by B / subset, and dropped
+    for the others (a batch of 1 is unaffected). No parameters."""
+
+    def __init__(self, rate: float):
+        super().__init__()
+        self.rate = rate
+        self.active = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.active or self.rate <= 0:
+            return x
+        b = x.shape[0]
+        keep = max(int(b * (1 - self.rate)), 1)
+        scale = torch.zeros(b, device=x.device, dtype=x.dtype)
+        scale[torch.randperm(b, device=x.device)[:keep]] = b / keep
+        return x * scale.view(b, *([1] * (x.dim() - 1)))
+
+
 class FrozenDinoBackbone(nn.Module):
     def __init__(self, spec: BackboneSpec, pos_embed_resize: str = "meta",
-                 reduced_precision_devices: Sequence[str] = ("cuda",)):
+                 reduced_precision_devices: Sequence[str] = ("cuda",), rope_rescale: Optional[float] = None,
+                 drop_path: float = 0.0):
         """`reduced_precision_devices`: device types on which `compute_dtype` applies (empty: never;
-        adding "cpu" applies the CUDA rule to CPU tensors, which is how the tests simulate a GPU)."""
+        adding "cpu" applies the CUDA rule to CPU tensors, which is how the tests simulate a GPU).
+        `rope_rescale`, `drop_path`: train-mode augmentation (module docstring; off by default)."""
         super().__init__()
         modes = spec.family_ops.pos_embed_modes
         if modes and pos_embed_resize not in modes:
@@ -61,6 +92,27 @@ class FrozenDinoBackbone(nn.Module):
         self._family = spec.family_ops
         self.loaded_fingerprint: Optional[str] = None  # set by weights.load_backbone_weights,
         self.weights_info: dict = {}                     # with what was loaded from where
+        self.rope_rescale: Optional[float] = None
+        self.drop_path = 0.0
+        self.set_train_augmentation(rope_rescale, drop_path)
+
+    def set_train_augmentation(self, rope_rescale: Optional[float] = None, drop_path: float = 0.0) -> None:
+        """Switch the train-mode augmentation (module docstring) on or off; changes no weight."""
+        if rope_rescale is not None and (self.spec.family != "dinov3" or rope_rescale < 1):
+            raise ValueError(f"rope_rescale (a factor r >= 1) applies to DINOv3's RoPE; got {rope_rescale} for "
+                             f"{self.spec.name}")
+        if not 0 <= drop_path < 1:
+            raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
+        self.rope_rescale, self.drop_path = rope_rescale, float(drop_path)
+        for block in self.vit.blocks:
+            for name in ("drop_path1", "drop_path2"):
+                if drop_path or isinstance(getattr(block, name), ResidualSubsetDrop):
+                    setattr(block, name, ResidualSubsetDrop(drop_path) if drop_path else nn.Identity())
+        self.train(self.training)
+
+    def train_augmentation_record(self) -> dict:
+        """The train-mode augmentation settings ({} when off), for checkpoint records."""
+        return {k: v for k, v in (("rope_rescale", self.rope_rescale), ("drop_path", self.drop_path)) if v}
 
     def fingerprint(self) -> str:
         """sha256 of the ViT's current tensors (slim checkpoints store it to verify reloads)."""
@@ -70,7 +122,20 @@ class FrozenDinoBackbone(nn.Module):
     def train(self, mode: bool = True) -> "FrozenDinoBackbone":
         super().train(mode)
         self.vit.eval()  # dropout/drop-path off; nnU-Net calls network.train() every epoch
+        for module in self.vit.modules():
+            if isinstance(module, ResidualSubsetDrop):
+                module.active = mode  # the optional train-mode stochastic depth follows this module's mode
         return self
+
+    def block_rope(self, rope: Optional[torch.Tensor], grid: Optional[Tuple[int, int]]) -> Optional[torch.Tensor]:
+        """The RoPE table for the next block: `rope`, or in train() mode with `rope_rescale` r a table
+        whose coordinates are scaled by a fresh factor, log-uniform in [1/r, r] (torch's RNG)."""
+        if not (self.training and self.rope_rescale) or grid is None:
+            return rope
+        from .dinov3 import rope_table
+        log_r = math.log(self.rope_rescale)
+        scale = float(torch.empty(()).uniform_(-log_r, log_r).exp())
+        return rope_table(self.vit, grid, scale).to(rope.dtype)
 
     @property
     def embed_dim(self) -> int:
@@ -118,10 +183,12 @@ class FrozenDinoBackbone(nn.Module):
         return self._family.embed_tokens(self.vit, x, self.pos_embed_resize)
 
     def run_blocks(self, tokens: torch.Tensor, rope: Optional[torch.Tensor], start: int, stop: int,
-                   checkpoint: bool = False) -> torch.Tensor:
+                   checkpoint: bool = False, grid: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         """Run blocks [start, stop) on a token stream. Weights are frozen; activation gradients flow.
-        With `checkpoint`, activations are recomputed in backward (for large ViTs)."""
+        With `checkpoint`, activations are recomputed in backward (for large ViTs). `grid` (the patch
+        grid) lets the train-mode RoPE rescaling draw a table per block (`block_rope`)."""
         for block in self.vit.blocks[start:stop]:
+            rope = self.block_rope(rope, grid) if self.rope_rescale else rope
             if checkpoint and torch.is_grad_enabled() and tokens.requires_grad:
                 tokens = torch.utils.checkpoint.checkpoint(self._family.run_block, block, tokens, rope,
                                                            use_reentrant=False)
@@ -147,7 +214,7 @@ class FrozenDinoBackbone(nn.Module):
             tokens, rope, grid = self.embed(x)
             maps, done = [], 0
             for tap in sorted(set(taps)):
-                tokens = self.run_blocks(tokens, rope, done, tap + 1)
+                tokens = self.run_blocks(tokens, rope, done, tap + 1, grid=grid)
                 done = tap + 1
                 maps.append((tap, self.to_map(tokens, grid)))
         by_tap = dict(maps)

@@ -93,7 +93,8 @@ def _hook_host(trainer, network, plans_manager, configuration_manager, dataset_j
         initial_lr=trainer.learning_rate if dino else 1e-2,            # nnUNetTrainer.__init__'s values
         weight_decay=trainer.weight_decay_value if dino else 3e-5,
         optimizer_name=getattr(trainer, "optimizer_name", None), lr_schedule=getattr(trainer, "lr_schedule", None),
-        warmup_epochs=getattr(trainer, "warmup_epochs", 0))
+        warmup_epochs=getattr(trainer, "warmup_epochs", 0),
+        decay_all_parameters=getattr(trainer, "decay_all_parameters", False))
     host._do_i_compile = lambda: False  # eager everywhere (nnU-Net compiles on CUDA by default)
     host._get_deep_supervision_scales = lambda: nnUNetTrainer._get_deep_supervision_scales(host)
     return host

@@ -37,13 +37,24 @@ RANDOM_MODEL_BANNER = (
 
 
 
-def fixed_channel_map(input_channels: int) -> torch.Tensor:
-    """(3, C) weights of the fixed channel mapping: output channel j is input channel j mod C for
-    C < 3 (1: repeat; 2: [c0, c1, c0], the official Dino U-Net rule) and the mean of the input
-    channels i with i mod 3 == j for C >= 3 (3: identity; 4: [(c0 + c3) / 2, c1, c2]; none dropped)."""
+#: fixed channel rules for inputs with more than 3 channels (fewer: output j is input j mod C, which is
+#: the official Dino U-Net rule too: 1 -> repeated, 2 -> [c0, c1, c0])
+CHANNEL_RULES = ("mean", "first3")
+
+
+def fixed_channel_map(input_channels: int, rule: str = "mean") -> torch.Tensor:
+    """(3, C) weights of a fixed channel mapping: output channel j is input channel j mod C for
+    C < 3 (1: repeat; 2: [c0, c1, c0]); for C >= 3, `rule` 'mean': the mean of the input channels i
+    with i mod 3 == j (3: identity; 4: [(c0 + c3) / 2, c1, c2]; none dropped), 'first3': input
+    channel j (the official Dino U-Net rule: the first three kept, the rest dropped)."""
+    if rule not in CHANNEL_RULES:
+        raise ValueError(f"channel rule must be one of {CHANNEL_RULES}, got {rule!r}")
     out = torch.arange(3)[:, None]
     source = torch.arange(input_channels)[None, :]
-    hits = (source == out % input_channels) if input_channels < 3 else (source % 3 == out)
+    if input_channels < 3:
+        hits = source == out % input_channels
+    else:
+        hits = (source % 3 == out) if rule == "mean" else (source == out)
     hits = hits.float()
     return hits / hits.sum(dim=1, keepdim=True)
 
@@ -60,9 +71,11 @@ class InputToRGB(nn.Module):
     step under DDP). Both keep the state-dict keys `mix.weight` and `mix.bias`.
     `imagenet_normalize` applies the ImageNet mean/std affine, for inputs nnU-Net scaled to [0, 1]
     (`rgb_to_0_1`); z-scored inputs are already standardised and pass as they are.
+    `rule` names the fixed mapping (`CHANNEL_RULES`) used when the mix is not learnable.
     """
 
-    def __init__(self, input_channels: int, imagenet_normalize: bool = False, learnable: bool = True):
+    def __init__(self, input_channels: int, imagenet_normalize: bool = False, learnable: bool = True,
+                 rule: str = "mean"):
         super().__init__()
         if input_channels < 1:
             raise ValueError(f"input_channels must be >= 1, got {input_channels}")
@@ -71,10 +84,11 @@ class InputToRGB(nn.Module):
         if input_channels not in (1, 3):
             self.mix = nn.Conv2d(input_channels, 3, kernel_size=1)
             with torch.no_grad():
-                self.mix.weight.copy_(fixed_channel_map(input_channels)[:, :, None, None] if not learnable
+                self.mix.weight.copy_(fixed_channel_map(input_channels, rule)[:, :, None, None] if not learnable
                                       else torch.full_like(self.mix.weight, 1.0 / input_channels))
                 self.mix.bias.zero_()
             self.mix.requires_grad_(learnable)
+        self.rule = rule
         self.imagenet_normalize = imagenet_normalize
         self.register_buffer("mean", torch.tensor(IMAGENET.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET.std).view(1, 3, 1, 1), persistent=False)
@@ -89,7 +103,7 @@ class InputToRGB(nn.Module):
         elif self.mix.weight.requires_grad:
             rule = f"{c} channels mixed to 3 by a learnable 1x1 conv (starting at the channel mean)"
         else:
-            weights = fixed_channel_map(c)
+            weights = fixed_channel_map(c, self.rule)
             rule = f"{c} channels mapped to 3 by a fixed rule: " + ", ".join(
                 f"out{j} = " + " + ".join(f"{w:g}*in{i}" for i, w in enumerate(row.tolist()) if w)
                 for j, row in enumerate(weights))
@@ -238,8 +252,10 @@ class DinoSegmentationNetwork(nn.Module):
         if self.backbone.loaded_fingerprint is None:
             raise RuntimeError("slim state dicts need backbone weights loaded through nnunet_dino "
                                "(load_backbone_weights); save a full state dict instead")
-        return {"backbone": self.backbone.spec.name, "sha256": self.backbone.loaded_fingerprint,
-                "weights": dict(self.backbone.weights_info)}
+        record = {"backbone": self.backbone.spec.name, "sha256": self.backbone.loaded_fingerprint,
+                  "weights": dict(self.backbone.weights_info)}
+        augmentation = self.backbone.train_augmentation_record()  # train-mode only, changes no weight
+        return dict(record, train_augmentation=augmentation) if augmentation else record
 
     def state_dict(self, *args, **kwargs):
         state = super().state_dict(*args, **kwargs)

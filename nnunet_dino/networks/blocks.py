@@ -201,25 +201,32 @@ class SkipLadderDecoder(nn.Module):
     3x3 convs round odd sizes up, so x2 can overshoot by one cell; cropping keeps cells aligned) ->
     concatenate the skip -> `convs_per_stage` x conv-IN-LReLU. Unlike
     `dynamic_network_architectures`' UNetDecoder it needs no encoder object, accepts odd sizes and
-    builds only the one segmentation layer it uses.
+    builds only the one segmentation layer it uses. `upsample_channels`: further x2 stages after the
+    last skip (learned upsampling without skips: transposed conv -> crop -> convs), e.g. from a /4
+    skip to full resolution.
     """
 
     def __init__(self, in_channels: int, skip_channels: Sequence[int], num_classes: int,
-                 convs_per_stage: int = 2):
+                 convs_per_stage: int = 2, upsample_channels: Sequence[int] = ()):
         super().__init__()
         self.upsample = nn.ModuleList()
         self.stages = nn.ModuleList()
         below = in_channels
-        for ch in skip_channels:  # coarse -> fine
+        for ch, skip in [(c, True) for c in skip_channels] + [(c, False) for c in upsample_channels]:  # coarse -> fine
             self.upsample.append(nn.ConvTranspose2d(below, ch, kernel_size=2, stride=2))
-            self.stages.append(conv_stack(2 * ch, ch, convs_per_stage))
+            self.stages.append(conv_stack(2 * ch if skip else ch, ch, convs_per_stage))
             below = ch
+        self.num_skips = len(skip_channels)
         self.head = nn.Conv2d(below, num_classes, kernel_size=1)
 
-    def forward(self, x: torch.Tensor, skips: Sequence[torch.Tensor]) -> torch.Tensor:
-        """`x` sits one ladder step below `skips[0]`; skips are ordered coarse -> fine."""
-        for up, stage, skip in zip(self.upsample, self.stages, skips):
-            x = stage(torch.cat([crop_to(up(x), skip.shape[-2:]), skip], dim=1))
+    def forward(self, x: torch.Tensor, skips: Sequence[torch.Tensor],
+                sizes: Sequence[Tuple[int, int]] = ()) -> torch.Tensor:
+        """`x` sits one ladder step below `skips[0]`; skips are ordered coarse -> fine; `sizes`: the
+        output sizes of the stages without skips (their crops)."""
+        targets = [s.shape[-2:] for s in skips] + list(sizes)
+        for i, (up, stage, size) in enumerate(zip(self.upsample, self.stages, targets)):
+            x = crop_to(up(x), size)
+            x = stage(torch.cat([x, skips[i]], dim=1) if i < self.num_skips else x)
         return self.head(x)
 
 

@@ -11,10 +11,21 @@ the official SyncBatchNorm (nnUNetTrainer converts every BatchNorm before wrappi
 the statistics then span all GPUs' batches). Single-GPU and CPU runs keep BatchNorm2d, which is what
 SyncBatchNorm computes for one process. `norm='instance'` is an alternative for small batches.
 
-Differences from the official code, all deliberate: the ViT stays in eval() (the official code
-leaves it in train mode, where DINOv3 jitters its RoPE coordinates); the ConvFFN and the query split take the grid shapes explicitly, so H and W only need to be
-multiples of 32 and of the ViT patch (the shell pads to that and crops back); gradient checkpointing
-is off by default (a runtime choice, `gradient_checkpointing=True` reproduces the official `with_cp`).
+Differences from the official network (the recipe around it -- epochs, mirroring, planning, loss --
+is listed row by row in the README, "Deviations from the papers"):
+- the ViT stays in eval(); the official code leaves it in train mode, where DINOv3 rescales its RoPE
+  coordinates at random per block (and the 7B drops residual branches). The frozen encoder's
+  `rope_rescale` / `drop_path` options reproduce that (the `_paper` trainers switch them on);
+- channels: 2 or >= 4 channels go through a learnable 1x1 mix here; the official code maps 2 to
+  [c0, c1, c0] and keeps the first 3 of more (`input_recipe = "official"` does that);
+- three-channel data normalised by nnU-Net's rgb_to_0_1 get the weights' mean/std here, [0, 1] there
+  (`input_recipe = "official"` keeps [0, 1]);
+- the ConvFFN and the query split take the grid shapes explicitly, so H and W only need to be
+  multiples of 32 and of the ViT patch (the shell pads to that and crops back);
+- the deformable attention is the pure-PyTorch grid_sample formulation (the official backward needs
+  a compiled CUDA op); the backbone computes in bf16 on GPUs with native bf16, fp16 before;
+- gradient checkpointing is off by default (a runtime choice, `gradient_checkpointing=True`
+  reproduces the official `with_cp`).
 
 Trainable parameters for 2 classes and 1 input channel (tests/test_dino_unet_network.py):
 

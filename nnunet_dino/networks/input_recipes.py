@@ -10,6 +10,10 @@
   (MedDINOv3) see the clipped HU standardised with their mean/std.
 - `meddinov3`: MedDINOv3's published recipe, HU clipped to [-1000, 1000], then
   (x - 65.1084) / (178.0166 + 1e-8), repeated: the `ct_windows` rule with one window.
+- `official`: the authors' channel rule (official Dino U-Net code): nnU-Net's channels as they are,
+  1 repeated, 2 -> [c0, c1, c0], 3 as they are, more -> the first 3 (`base.fixed_channel_map` rule
+  'first3'); no learnable mix. RGB in [0, 1] stays in [0, 1] unless the record says `weights_affine`
+  (SegDINO's code applies the weights' mean/std, Dino U-Net's does not).
 
 A recipe is a record in the plans (see `training.input_recipe`); `input_module` turns it into the
 module applied before the encoder, so `nnUNetv2_predict` in a fresh process applies the same one.
@@ -23,8 +27,9 @@ from torch import nn
 
 from ..backbones.normalization import HU_SPACE, MEDDINOV3_CT, Normalization
 from ..errors import OptionError
+from .base import InputToRGB
 
-RECIPES = ("auto", "zscore", "rgb", "ct_windows", "meddinov3")
+RECIPES = ("auto", "zscore", "rgb", "ct_windows", "meddinov3", "official")
 CT_RECIPES = ("ct_windows", "meddinov3")
 #: named HU windows (width, level)
 WINDOW_PRESETS = {"soft_tissue": (400.0, 40.0), "liver": (150.0, 30.0), "bone": (1800.0, 400.0),
@@ -106,12 +111,15 @@ class RGBInput(nn.Module):
         return (x - self.mean) / self.std
 
 
-def input_module(record: dict) -> Optional[nn.Module]:
+def input_module(record: dict, input_channels: int = 3) -> Optional[nn.Module]:
     """The module a recorded recipe applies before the encoder; None for `zscore` (the network's own)."""
     recipe = record.get("recipe", "zscore")
     if recipe == "zscore":
         return None
     normalization = Normalization.from_record(record["normalization"])
+    if recipe == "official":
+        mapping = InputToRGB(input_channels, imagenet_normalize=False, learnable=False, rule="first3")
+        return nn.Sequential(mapping, RGBInput(normalization)) if record.get("weights_affine") else mapping
     if recipe == "rgb":
         return RGBInput(normalization)
     if recipe == "ct_windows":
@@ -123,7 +131,7 @@ def input_module(record: dict) -> Optional[nn.Module]:
 
 def apply_input_recipe(network: nn.Module, record: Optional[dict]) -> nn.Module:
     """Put the recipe's module in front of the encoder of a DinoSegmentationNetwork (in place)."""
-    module = input_module(record or {})
+    module = input_module(record or {}, network.input_channels)
     if module is not None:
         network.input_adapter = module
     return network

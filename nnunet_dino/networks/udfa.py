@@ -20,10 +20,13 @@ cross-attention blocks (`blocks.CrossAttentionBlock`):
      scale, for later LGFAs at the same scale and as the decoder skip.
 
 Choices where the paper is silent:
-- SPA: dynamic-network-architectures' PlainConvEncoder with nnU-Net's 2D conventions (2 x [3x3 conv,
-  InstanceNorm, LeakyReLU 0.01] per stage, stride-2 first conv, channels 32-64-128-256-512). Its
-  /4, /8, /16 stages meet the LGFAs; its /1 and /2 stem stages (computed anyway) are also skips, so
-  the decoder reaches full resolution with CNN detail; they are too large to attend over.
+- SPA (`spa`): dynamic-network-architectures' PlainConvEncoder with nnU-Net's 2D conventions (2 x
+  [3x3 conv, InstanceNorm, LeakyReLU 0.01] per stage, stride-2 first conv). 'nnunet': channels
+  32-64-128-256-512 at /1../16; its /4, /8, /16 stages meet the LGFAs and its /1 and /2 stages are
+  also skips, so the decoder reaches full resolution with CNN detail. 'paper' (the paper's three
+  scales): a one-conv 32-channel /2 stem, then 64@/4, 128@/8, 256@/16, which meet the LGFAs and are
+  the only skips; below /4 the decoder upsamples by learned x2 stages without skips (transposed conv
+  + 2 convs, 32 then 16 channels). README, "U-DFA's SPA", compares the two.
 - Attention width = D with the ViT's head count (head dim 64 for S/B/L/g); MLP ratio 4 on both sides.
   Positions: fixed 2D sin-cos encodings of each cell's *pixel centre* (ViT cell i at 14i + 6.5, CNN
   cell i at stride*i), added to the query/key inputs only, so both grids share one coordinate frame.
@@ -61,6 +64,10 @@ inputs with 2 or >= 4 channels add a 3C + 3 channel mixer), asserted in tests/te
     dinov2_vitl14   59,681,604   /  364,049,220   16.4 %
     dinov2_vitg14  108,995,396   / 1,245,474,628   8.8 %
 
+With `spa="paper"` (the three-scale SPA): S 15,040,404 / 37,096,596 (40.5 %), B 31,873,428 /
+118,453,140 (26.9 %), L 48,993,684 (13.9 %), g 97,389,972 (7.9 %): SPA 1.2 M instead of 4.7 M,
+bottleneck and decoder 7.4 M instead of 10.6 M (B), LGFAs 7.3, 7.6, 8.4 M (narrower SPA widths).
+
 The CNN side (SPA 4.7 M, bottleneck and decoder 10.6 M) does not depend on the backbone; for ViT-B
 the three LGFAs hold 7.6, 8.4 and 10.8 M (injection 6.1-6.7 M, refinement 1.5-4.1 M, growing with the
 SPA width of their scale). The `_reg4` variants have the same trainable count; their frozen total
@@ -82,8 +89,13 @@ from .blocks import (CrossAttentionBlock, SkipLadderDecoder, conv_stack, map_to_
                      patch_grid, resample_to_grid, sincos_position_encoding_2d, strided_conv_grid,
                      tokens_to_map)
 
-SPA_CHANNELS = (32, 64, 128, 256, 512)  # stages at /1, /2, /4, /8, /16
-FUSION_LEVELS = (2, 3, 4)               # the SPA stages the LGFAs exchange with: /4, /8, /16
+#: SPA variants: (output strides, default widths). 'nnunet': a 5-stage nnU-Net encoder whose /1 and /2
+#: stages are extra decoder skips; 'paper': the paper's three scales, /4, /8, /16 (a one-conv /2 stem
+#: below them is not an output), the decoder reaching /1 by learned upsampling without skips.
+SPA_VARIANTS = {"nnunet": ((1, 2, 4, 8, 16), (32, 64, 128, 256, 512)),
+                "paper": ((4, 8, 16), (64, 128, 256))}
+SPA_CHANNELS = SPA_VARIANTS["nnunet"][1]
+FUSION_STRIDES = (4, 8, 16)             # the SPA scales the LGFAs exchange with
 
 
 def block_boundaries(depth: int, num_modules: int) -> Tuple[int, ...]:
@@ -93,9 +105,22 @@ def block_boundaries(depth: int, num_modules: int) -> Tuple[int, ...]:
     return tuple(int(math.floor((k + 1) * depth / num_modules + 0.5)) for k in range(num_modules))
 
 
-def fusion_levels(num_modules: int) -> Tuple[int, ...]:
-    """SPA stage for each module: the scale whose share of the depth contains the module's centre."""
-    return tuple(FUSION_LEVELS[int(len(FUSION_LEVELS) * (k + 0.5) / num_modules)] for k in range(num_modules))
+def fusion_levels(num_modules: int, spa_strides: Sequence[int] = SPA_VARIANTS["nnunet"][0]) -> Tuple[int, ...]:
+    """SPA output index for each module: the scale whose share of the depth contains the module's centre."""
+    return tuple(spa_strides.index(FUSION_STRIDES[int(len(FUSION_STRIDES) * (k + 0.5) / num_modules)])
+                 for k in range(num_modules))
+
+
+def spa_encoder(strides: Sequence[int], channels: Sequence[int], convs_per_stage: int) -> Tuple[nn.Module, int]:
+    """nnU-Net's PlainConvEncoder with outputs at `strides` (a ladder of stride-2 stages): below a first
+    output stride s > 1, log2(s) - 1 one-conv stem stages of half the first width. Returns the encoder
+    and the number of stem stages (its first skips, not SPA outputs)."""
+    stem = max(int(math.log2(strides[0])) - 1, 0)
+    stage_strides = ([1] if strides[0] == 1 else [2] * (stem + 1)) + [2] * (len(strides) - 1)
+    encoder = PlainConvEncoder(3, stem + len(strides), [channels[0] // 2] * stem + list(channels), kernel_sizes=3,
+                               strides=stage_strides, n_conv_per_stage=[1] * stem + [convs_per_stage] * len(strides),
+                               return_skips=True, **nnunet_conv_kwargs())
+    return encoder, stem
 
 
 class LocalGlobalFusionAdapter(nn.Module):
@@ -121,7 +146,8 @@ class UDFA(DinoSegmentationNetwork):
     """U-DFA network. Options beyond the shared five:
 
     num_fusion_modules: LGFAs, one after each of as many near-equal block groups (paper: 3; ablation 2, 6).
-    spa_channels: SPA widths at /1, /2, /4, /8, /16.
+    spa: 'nnunet' (5 stages /1 ... /16, all skips) or 'paper' (/4, /8, /16; learned upsampling to /1).
+    spa_channels: SPA widths at the variant's strides (default: `SPA_VARIANTS`).
     spa_convs_per_stage, decoder_convs_per_stage: conv-IN-LReLU blocks per stage.
     num_heads, attention_dim: LGFA attention (default: the ViT's heads and width).
     mlp_ratio: LGFA MLP hidden width over its residual width (0 disables the MLPs).
@@ -134,33 +160,36 @@ class UDFA(DinoSegmentationNetwork):
 
     def __init__(self, input_channels: int, num_classes: int, backbone: Union[str, BackboneSpec] = "dinov2_vitb14",
                  pos_embed_resize: str = "meta", imagenet_normalize: bool = False, num_fusion_modules: int = 3,
-                 spa_channels: Sequence[int] = SPA_CHANNELS, spa_convs_per_stage: int = 2,
+                 spa: str = "nnunet", spa_channels: Optional[Sequence[int]] = None, spa_convs_per_stage: int = 2,
                  num_heads: Optional[int] = None, attention_dim: Optional[int] = None, mlp_ratio: float = 4.0,
                  bottleneck_channels: int = 512, decoder_convs_per_stage: int = 2,
                  checkpoint_backbone: bool = False, cpu_precision: str = "auto"):
         super().__init__(input_channels, num_classes, backbone, pos_embed_resize, imagenet_normalize, cpu_precision)
-        spa_channels = tuple(spa_channels)
-        if len(spa_channels) != len(SPA_CHANNELS):
-            raise ValueError(f"spa_channels needs {len(SPA_CHANNELS)} widths (/1, /2, /4, /8, /16), got {spa_channels}")
+        if spa not in SPA_VARIANTS:
+            raise ValueError(f"spa must be one of {tuple(SPA_VARIANTS)}, got {spa!r}")
+        self.spa_strides, default_channels = SPA_VARIANTS[spa]
+        spa_channels = tuple(spa_channels or default_channels)
+        if len(spa_channels) != len(self.spa_strides):
+            raise ValueError(f"spa_channels needs {len(self.spa_strides)} widths (strides {self.spa_strides}), "
+                             f"got {spa_channels}")
         embed_dim = self.backbone.embed_dim
         self.block_ends = block_boundaries(self.backbone.depth, num_fusion_modules)
-        self.fusion_levels = fusion_levels(num_fusion_modules)
+        self.fusion_levels = fusion_levels(num_fusion_modules, self.spa_strides)
         self.checkpoint_backbone = checkpoint_backbone
         self.vit_grid = patch_grid(self.backbone.patch_size)
-        self.spa_grids = tuple(strided_conv_grid(2 ** i) for i in range(len(spa_channels)))
+        self.spa_grids = tuple(strided_conv_grid(s) for s in self.spa_strides)
 
-        self.spa = PlainConvEncoder(3, len(spa_channels), list(spa_channels), kernel_sizes=3,
-                                    strides=[1] + [2] * (len(spa_channels) - 1), n_conv_per_stage=spa_convs_per_stage,
-                                    return_skips=True, **nnunet_conv_kwargs())
+        self.spa, self.spa_stem = spa_encoder(self.spa_strides, spa_channels, spa_convs_per_stage)
         heads = num_heads or self.backbone.spec.num_heads
         self.lgfa = nn.ModuleList(
             LocalGlobalFusionAdapter(embed_dim, spa_channels[level], heads, attention_dim or embed_dim, mlp_ratio)
             for level in self.fusion_levels)
-        c1, c2, c4, c8, c16 = spa_channels
+        *finer, c8, c16 = spa_channels
         self.bottleneck_proj = conv_stack(embed_dim, bottleneck_channels, num_convs=1, kernel_size=1)
         self.bottleneck_fuse = conv_stack(bottleneck_channels + c16, bottleneck_channels, decoder_convs_per_stage)
         self.fuse_eighth = conv_stack(bottleneck_channels + c8, c8, decoder_convs_per_stage)
-        self.decoder = SkipLadderDecoder(c8, (c4, c2, c1), num_classes, decoder_convs_per_stage)
+        upsampling = tuple(max(finer[0] >> k, 8) for k in range(1, int(math.log2(self.spa_strides[0])) + 1))
+        self.decoder = SkipLadderDecoder(c8, tuple(reversed(finer)), num_classes, decoder_convs_per_stage, upsampling)
         for cnn in (self.spa, self.bottleneck_proj, self.bottleneck_fuse, self.fuse_eighth, self.decoder):
             cnn.apply(InitWeights_He(1e-2))
 
@@ -172,8 +201,8 @@ class UDFA(DinoSegmentationNetwork):
 
     def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int], List[torch.Tensor], List[torch.Tensor]]:
         """Padded (B, 3, H, W) image -> (final token stream (B, prefix + h*w, D), ViT grid (h, w),
-        SPA maps /1 ... /16 after refinement, the token stream right after each injection)."""
-        spa = list(self.spa(x))
+        SPA maps (`spa_strides`) after refinement, the token stream right after each injection)."""
+        spa = list(self.spa(x))[self.spa_stem:]
         prefix = self.backbone.spec.num_prefix_tokens
         with torch.no_grad():  # nothing before the first injection needs a graph
             with self.backbone.autocast(x):
@@ -197,8 +226,10 @@ class UDFA(DinoSegmentationNetwork):
         tokens, grid, spa, _ = self.encode(x)
         vit_map = self.backbone.to_map(tokens, grid)                 # final LayerNorm, (B, D, h, w)
         b = self.bottleneck_proj(vit_map)
-        s16 = resample_to_grid(spa[4], grid, self.spa_grids[4], self.vit_grid)
+        s16 = resample_to_grid(spa[-1], grid, self.spa_grids[-1], self.vit_grid)
         b = self.bottleneck_fuse(torch.cat([b, s16], dim=1))         # on the ViT grid
-        b = resample_to_grid(b, tuple(spa[3].shape[-2:]), self.vit_grid, self.spa_grids[3])
-        b = self.fuse_eighth(torch.cat([b, spa[3]], dim=1))          # on the /8 grid
-        return self.decoder(b, (spa[2], spa[1], spa[0]))             # /4, /2, /1 -> logits
+        b = resample_to_grid(b, tuple(spa[-2].shape[-2:]), self.vit_grid, self.spa_grids[-2])
+        b = self.fuse_eighth(torch.cat([b, spa[-2]], dim=1))         # on the /8 grid
+        h, w = x.shape[-2:]  # skipless stages below the finest skip: the ceil-halved sizes of a conv ladder
+        sizes = [(-(-h // s), -(-w // s)) for s in (self.spa_strides[0] >> k for k in range(1, 5)) if s >= 1]
+        return self.decoder(b, spa[-3::-1], sizes)                   # skips /4 (/2, /1) -> logits at /1

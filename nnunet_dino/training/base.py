@@ -15,7 +15,12 @@ paper's optimiser. This base owns every integration rule, hook by hook:
 - `initialize`: loads the backbone weights after nnU-Net built (and maybe compiled) the network,
   and records backbone, weights and the position-embedding resize rule in the plans.
 - `configure_optimizers`: trainable parameters only (the frozen backbone never enters the
-  optimiser), no weight decay on biases/norms/embeddings, warm-up + poly or constant schedule.
+  optimiser), no weight decay on biases and other 1-D parameters (norm scales, gains; matrices such
+  as Dino U-Net's `level_embed` are decayed) unless `decay_all_parameters` (the official codes decay
+  everything), warm-up + poly or constant schedule.
+- `configure_rotation_dummyDA_mirroring_and_inital_patch_size`: nnU-Net's, and with
+  `test_time_mirroring = False` no mirroring at validation and prediction (the checkpoint's
+  `inference_allowed_mirroring_axes` is None; training augmentation keeps its mirroring).
 - `save_checkpoint`: slim checkpoints (the frozen backbone as a verified record, see networks/base).
 - `train_step`: nnU-Net's, plus an out-of-memory message that names the fix and a log of the first loss.
 - `set_deep_supervision_enabled`: a no-op (the networks return one full-resolution output).
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Dict, Optional, Type
+from typing import Dict, Optional, Sequence, Type
 
 import torch
 from torch import nn
@@ -87,7 +92,7 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
     network_class: Type[DinoSegmentationNetwork] = None
     backbone: str = None
     network_kwargs: Dict[str, object] = {}
-    optimizer_name: str = "adamw"           # 'adamw' or 'sgd' (nesterov, momentum 0.99)
+    optimizer_name: str = "adamw"           # 'adamw', 'adam' (L2 weight decay) or 'sgd' (nesterov, momentum 0.99)
     learning_rate: float = 1e-4
     weight_decay_value: float = 1e-4
     lr_schedule: str = "poly"               # 'poly' or 'constant'
@@ -98,6 +103,13 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
     input_recipe_options: Dict[str, object] = {}  # ct_windows: {'windows': [preset or (width, level)] * 3}
     slab_neighbours: str = "rgb"            # 2.5d slabs: 'rgb' (slices s-1, s, s+1 as channels) | 'repeat' (slab.py)
     slab_fusion: str = "conv"               # 2.5d slabs: 'conv' (zero-initialised cross-slice convs) | 'none'
+    # --- the authors' recipes (`_paper` trainers) -----------------------------------------------
+    num_epochs_value: Optional[int] = None  # None: nnU-Net's 1000
+    batch_size_value: Optional[int] = None  # None: the plans' batch size; else written into the plans
+    patch_size_value: Optional[Sequence[int]] = None  # None: the plans' in-plane patch; else it (rounded), in the plans
+    test_time_mirroring: bool = True        # False: no mirroring at validation and prediction
+    decay_all_parameters: bool = False      # True: weight decay on every trainable parameter
+    backbone_train_augmentation: Dict[str, object] = {}  # FrozenDinoBackbone rope_rescale / drop_path
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -112,12 +124,18 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
         self.enable_deep_supervision = False
         self.initial_lr = self.learning_rate
         self.weight_decay = self.weight_decay_value
+        if self.num_epochs_value is not None:
+            self.num_epochs = self.num_epochs_value
+        if self.batch_size_value is not None:  # nnU-Net's initialize() takes the batch size from the plans
+            self.plans_manager, self.configuration_manager = update_configuration(
+                self.plans_manager, configuration, batch_size=self.batch_size_value)
         if self.debug_run:
             self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = DEBUG_RUN
             self.save_every = 1
             self.warmup_epochs = 0
         old = tuple(self.configuration_manager.patch_size)  # a slab's K slices stay; H and W are rounded
-        patch = old[:-2] + rounded_patch_size(old[-2:], self.patch_multiple())
+        in_plane = tuple(self.patch_size_value or old[-2:])
+        patch = old[:-2] + tuple(rounded_patch_size(in_plane, self.patch_multiple()))
         if patch != old:
             self.print_to_log_file(f"nnunet-dino: patch size {list(old)} -> {list(patch)} (in-plane multiple of "
                                    f"{self.patch_multiple()}), written to the plans")
@@ -170,6 +188,7 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
             n == "RGBTo01Normalization" for n in configuration_manager.normalization_schemes)
         network = cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,
                                     backbone=cls.backbone, imagenet_normalize=imagenet, **cls.network_kwargs)
+        network.backbone.set_train_augmentation(**cls.backbone_train_augmentation)
         network = apply_input_recipe(network, recipe)
         slab = slab_record(cls, configuration_manager, num_input_channels, recipe)
         return network if slab is None else make_slab(network, **slab)
@@ -277,10 +296,14 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         """nnU-Net's (a slab gets its "dummy 2D" augmentation, mirrored along all three axes), except that a
         slab is mirrored only in-plane at inference, as the 2d configuration is: mirroring along z as well
-        would double the prediction time of every volume."""
+        would double the prediction time of every volume; and the authors' recipes do not mirror at all."""
         settings = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         if slab_marker(self.configuration_manager) is not None:
             self.inference_allowed_mirroring_axes = SLAB_INFERENCE_MIRROR_AXES
+        if not self.test_time_mirroring:  # what the checkpoint, hence the predictor, allows
+            self.inference_allowed_mirroring_axes = None
+            self.print_to_log_file("nnunet-dino: no test-time mirroring at validation and prediction "
+                                   "(the authors' recipe); training augmentation unchanged")
         return settings
 
     def set_deep_supervision_enabled(self, enabled: bool):
@@ -291,15 +314,18 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
         decay, no_decay = [], []
         for name, p in self.network.named_parameters():
             if p.requires_grad:
-                (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+                exempt = not self.decay_all_parameters and (p.ndim <= 1 or name.endswith(".bias"))
+                (no_decay if exempt else decay).append(p)
         groups = [{"params": decay, "weight_decay": self.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         if self.optimizer_name == "adamw":
             optimizer = torch.optim.AdamW(groups, lr=self.initial_lr)
+        elif self.optimizer_name == "adam":
+            optimizer = torch.optim.Adam(groups, lr=self.initial_lr)
         elif self.optimizer_name == "sgd":
             optimizer = torch.optim.SGD(groups, lr=self.initial_lr, momentum=0.99, nesterov=True)
         else:
-            raise ValueError(f"optimizer_name must be 'adamw' or 'sgd', got {self.optimizer_name!r}")
+            raise ValueError(f"optimizer_name must be 'adamw', 'adam' or 'sgd', got {self.optimizer_name!r}")
         schedule = EpochLRSchedule(optimizer, self.initial_lr, self.num_epochs, self.lr_schedule,
                                    self.warmup_epochs)
         return optimizer, schedule

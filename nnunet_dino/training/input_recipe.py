@@ -7,8 +7,9 @@ intensity properties, exact inside its foreground percentile clip range, which c
 organ's own HU range) or a channel named 'CT' that the plans leave in HU (`NoNormalization`: set it
 in the plans' normalization_schemes and preprocess again), where windows see the full HU range.
 
-A trainer declares `input_recipe` ('auto', 'zscore', 'rgb', 'ct_windows', 'meddinov3') and
-`input_recipe_options` (ct_windows: {'windows': three preset names or (width, level) pairs}).
+A trainer declares `input_recipe` ('auto', 'zscore', 'rgb', 'ct_windows', 'meddinov3', 'official') and
+`input_recipe_options` (ct_windows: {'windows': three preset names or (width, level) pairs};
+official: {'rgb_affine': True} to apply the weights' mean/std to three rgb_to_0_1 channels).
 'auto' is 'rgb' for three rgb_to_0_1 channels and 'zscore' otherwise.
 """
 from __future__ import annotations
@@ -31,12 +32,16 @@ def input_record(configuration_manager: ConfigurationManager) -> dict:
     return configuration_manager.configuration.get(INPUT_RECIPE_KEY, {})
 
 
+def _all_rgb(schemes: Sequence[str]) -> bool:
+    return len(schemes) == 3 and all(s == RGB_SCHEME for s in schemes)
+
+
 def _resolve(recipe: str, schemes: Sequence[str], space: str) -> str:
     if recipe not in RECIPES:
         raise InputRecipeError(f"unknown input_recipe {recipe!r}; known: {', '.join(RECIPES)}")
     if recipe != "auto":
         return recipe
-    return "rgb" if len(schemes) == 3 and all(s == RGB_SCHEME for s in schemes) and space != HU_SPACE else "zscore"
+    return "rgb" if _all_rgb(schemes) and space != HU_SPACE else "zscore"
 
 
 def _keeps_hu(schemes: Sequence[str], channel_names: Optional[dict]) -> bool:
@@ -51,7 +56,7 @@ def _check(recipe: str, schemes: Sequence[str], normalization, trainer: str, cha
             f"{CT_SCHEME} (or kept in HU by {NO_SCHEME}), but the plans' normalization_schemes are "
             f"{list(schemes)}. For MR and other modalities use input_recipe 'zscore'; for CT, name the "
             f"channel 'CT' in dataset.json.")
-    if recipe == "rgb" and (len(schemes) != 3 or any(s != RGB_SCHEME for s in schemes)):
+    if recipe == "rgb" and not _all_rgb(schemes):
         raise InputRecipeError(f"{trainer}: input_recipe 'rgb' needs three {RGB_SCHEME} channels (nnU-Net's "
                                f"rgb_to_0_1), but the plans' normalization_schemes are {list(schemes)}.")
     if recipe == "rgb" and normalization.space == HU_SPACE:
@@ -81,7 +86,9 @@ def input_recipe_record(trainer_cls, plans_manager: PlansManager, configuration:
                                     ("mean", "std", "percentile_00_5", "percentile_99_5") if k in intensities}
     if recipe == "ct_windows":
         record["windows"] = [list(w) for w in parse_windows(options.get("windows", DEFAULT_WINDOWS))]
-    unused = set(options) - ({"windows"} if recipe == "ct_windows" else set())
+    if recipe == "official":
+        record["weights_affine"] = bool(options.get("rgb_affine")) and _all_rgb(schemes)
+    unused = set(options) - {"ct_windows": {"windows"}, "official": {"rgb_affine"}}.get(recipe, set())
     if unused:
         raise InputRecipeError(f"{trainer_cls.__name__}: input_recipe_options {sorted(unused)} do not apply to "
                                f"input_recipe '{recipe}'")

@@ -18,10 +18,17 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from ..networks.dino_unet import DinoUNet
 from ..networks.segdino import SegDINO
+from ..networks.segdino_v2 import SegDINOv2
 from ..networks.udfa import UDFA
 from .base import DEBUG_RUN, nnUNetTrainerDino
 from .budget import BudgetMixin
 from .seeding import SeededMixin
+
+#: every `_paper` trainer: no test-time mirroring (none of the official codes mirrors at test time), weight
+#: decay on every trainable parameter (as their optimisers), the official channel rule
+_PAPER_COMMON = dict(test_time_mirroring=False, decay_all_parameters=True, input_recipe="official")
+#: the official codes leave the frozen DINOv3 in train mode: RoPE coordinates rescaled by a factor in [1/2, 2]
+_ROPE_JITTER = {"rope_rescale": 2.0}
 
 TRAINERS: Tuple[Tuple[str, str, Dict[str, object]], ...] = (
     # SegDINO (arXiv 2509.00833): DINOv3 + linear multi-level head; AdamW 1e-4, wd 1e-4, no schedule
@@ -29,6 +36,12 @@ TRAINERS: Tuple[Tuple[str, str, Dict[str, object]], ...] = (
      dict(network_class=SegDINO, backbone="dinov3_vits16", optimizer_name="adamw", learning_rate=1e-4,
           weight_decay_value=1e-4, lr_schedule="constant")),
     ("nnUNetTrainerSegDINO_B", "nnUNetTrainerSegDINO", dict(backbone="dinov3_vitb16")),
+    ("nnUNetTrainerSegDINO_L", "nnUNetTrainerSegDINO", dict(backbone="dinov3_vitl16")),
+    # the authors' current head: first level upsampled x4 by a transposed conv before the fusion
+    ("nnUNetTrainerSegDINO_HeadX4", "nnUNetTrainerSegDINO", dict(network_kwargs={"head": "x4"})),
+    # SegDINO v2: token pyramid adaptation + residual depthwise decoder; the authors' AdamW 1e-4 (wd 0.01)
+    ("nnUNetTrainerSegDINOv2", "nnUNetTrainerSegDINO", dict(network_class=SegDINOv2, weight_decay_value=1e-2)),
+    ("nnUNetTrainerSegDINOv2_B", "nnUNetTrainerSegDINOv2", dict(backbone="dinov3_vitb16")),
     # U-DFA (arXiv 2510.00585): DINOv2 + SPA + LGFA injection. Paper: Adam(W), wd 1e-4, Dice + CE.
     # AdamW 3e-4 with a 10-epoch linear warm-up then poly decay: the zero-initialised injection gates and
     # the fresh CNN get small first updates (Adam's early steps are large), then train at a rate that
@@ -42,6 +55,9 @@ TRAINERS: Tuple[Tuple[str, str, Dict[str, object]], ...] = (
      dict(backbone="dinov2_vitl14", network_kwargs={"checkpoint_backbone": True})),
     ("nnUNetTrainerUDFA_G", "nnUNetTrainerUDFA",
      dict(backbone="dinov2_vitg14", network_kwargs={"checkpoint_backbone": True})),
+    # the paper's SPA: three scales (/4, /8, /16), learned upsampling to full resolution
+    ("nnUNetTrainerUDFA_SPA3", "nnUNetTrainerUDFA", dict(network_kwargs={"spa": "paper"})),
+    ("nnUNetTrainerUDFA_S_SPA3", "nnUNetTrainerUDFA_S", dict(network_kwargs={"spa": "paper"})),
     # the paper's ablation of the number of fusion modules
     ("nnUNetTrainerUDFA_LGFA2", "nnUNetTrainerUDFA", dict(network_kwargs={"num_fusion_modules": 2})),
     ("nnUNetTrainerUDFA_LGFA6", "nnUNetTrainerUDFA", dict(network_kwargs={"num_fusion_modules": 6})),
@@ -56,6 +72,19 @@ TRAINERS: Tuple[Tuple[str, str, Dict[str, object]], ...] = (
     # the 227 M-parameter adapter recomputes its activations in backward, as the official code does
     ("nnUNetTrainerDinoUNet_7B", "nnUNetTrainerDinoUNet",
      dict(backbone="dinov3_vit7b16", network_kwargs={"gradient_checkpointing": True})),
+    # --- the authors' recipes, as far as nnU-Net allows (README, "Deviations from the papers") ------
+    ("nnUNetTrainerSegDINO_paper", "nnUNetTrainerSegDINO", dict(**_PAPER_COMMON, num_epochs_value=50,
+     batch_size_value=4, input_recipe_options={"rgb_affine": True}, backbone_train_augmentation=_ROPE_JITTER)),
+    ("nnUNetTrainerSegDINOv2_paper", "nnUNetTrainerSegDINOv2", dict(**_PAPER_COMMON, num_epochs_value=50,
+     batch_size_value=4, input_recipe_options={"rgb_affine": True}, backbone_train_augmentation=_ROPE_JITTER)),
+    ("nnUNetTrainerDinoUNet_paper", "nnUNetTrainerDinoUNet", dict(**_PAPER_COMMON, num_epochs_value=200,
+     backbone_train_augmentation=_ROPE_JITTER)),
+    ("nnUNetTrainerDinoUNet_7B_paper", "nnUNetTrainerDinoUNet_paper",
+     dict(backbone="dinov3_vit7b16", network_kwargs={"gradient_checkpointing": True},
+          backbone_train_augmentation={**_ROPE_JITTER, "drop_path": 0.4})),
+    # U-DFA's paper: Adam, weight decay 1e-4, batch 12, 224 x 224; its channel rule and lr are not published
+    ("nnUNetTrainerUDFA_paper", "nnUNetTrainerUDFA", dict({**_PAPER_COMMON, "input_recipe": "auto"},
+     optimizer_name="adam", batch_size_value=12, patch_size_value=(224, 224), network_kwargs={"spa": "paper"})),
 )
 
 
