@@ -4,7 +4,7 @@ them honestly (data, weights, training budget, parameter counts)."""
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -17,8 +17,11 @@ def _read(path: str) -> np.ndarray:
 
 
 def render_figures(images_dir: str, labels_dir: str, predictions: Dict[str, str], output_dir: str,
-                   file_ending: str, num_classes: int, max_cases: int = 3) -> List[str]:
-    """One PNG per test case: the middle slice, with ground truth and every model's prediction."""
+                   file_ending: str, num_classes: int, max_cases: int = 3,
+                   captions: Optional[Dict[str, str]] = None) -> List[str]:
+    """One PNG per test case: the middle slice, with ground truth and every model's prediction.
+    `captions`: a second title line per model (e.g. that its backbone was random)."""
+    captions = captions or {}
     import matplotlib
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure  # no pyplot: the caller's matplotlib backend is left alone
@@ -41,7 +44,7 @@ def render_figures(images_dir: str, labels_dir: str, predictions: Dict[str, str]
             s = pick(seg).astype(float)
             ax.imshow(np.ma.masked_where(s == 0, s), cmap=overlay, vmin=0, vmax=max(num_classes, 2) - 1,
                       alpha=0.55, interpolation="nearest")
-            ax.set_title(title, fontsize=9)
+            ax.set_title("\n".join(filter(None, (title, captions.get(title)))), fontsize=9)
         for ax in axes:
             ax.axis("off")
         fig.tight_layout()

@@ -132,7 +132,8 @@ def run_demo(output: str, trainer: str = DEFAULT_DINO_TRAINER, baseline: str = D
     labels = json.load(open(dataset_json))["labels"]
     label_names = {str(v): k for k, v in labels.items() if k != "background"}
     figures = render_figures(os.path.join(folder, "imagesTs"), os.path.join(folder, "labelsTs"), predictions,
-                             output, json.load(open(dataset_json))["file_ending"], len(labels))
+                             output, json.load(open(dataset_json))["file_ending"], len(labels),
+                             captions={trainer: "RANDOM frozen backbone"} if random_backbone else None)
     timings["total"] = time.time() - start
     weights = ("**Backbone weights: RANDOM** (`nnUNet_dino_weights=random`). The frozen DINO encoder is "
                "random, so the DINO model's numbers show the pipeline working and what its trainable "
