@@ -25,6 +25,9 @@ def add_parser(subparsers) -> None:
                    help="the plugin networks' CPU precision (default auto: bf16 autocast where the CPU has native "
                         "bf16, as the trainers run; fp32 compares like for like with nnUNetTrainer's fp32)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--adaptation", action="store_true",
+                   help="instead: one row per encoder adaptation (frozen, lora, last_k, full) for each family at its "
+                        "smallest size: step time, peak train memory, trainable parameters, checkpoint size")
     p.add_argument("--json", default="bench_results.json", help="results file (default: bench_results.json)")
     p.set_defaults(run=run)
 
@@ -44,8 +47,13 @@ def run(args) -> int:
                              num_classes=args.classes, case=tuple(args.case) if args.case else None,
                              predict_repeats=args.predict_repeats, vit_b=not args.no_vit_b,
                              cpu_precision=args.cpu_precision)
-    results = run_benchmark(settings)
-    print(format_report(results))
+    if args.adaptation:
+        from ..bench.adaptation import format_adaptation_report, run_adaptation_bench
+        results = run_adaptation_bench(settings)
+        print(format_adaptation_report(results))
+    else:
+        results = run_benchmark(settings)
+        print(format_report(results))
     write_json(results, args.json)
     print(f"written: {args.json}")
     return 0

@@ -51,15 +51,15 @@ def markdown(report: CrossValReport, plots: Dict[str, str]) -> str:
                          f"{row['n_nonzero']} | {row['mean_diff']:+.4f} | {row['median_diff']:+.4f} | "
                          f"{_p(row['p_value'])} | {row['note']} |")
         lines.append("")
-    lines += ["## Models", "", "| trainer | trainable parameters | total parameters | trainable % | epochs |",
-              "|---|---|---|---|---|"]
+    lines += ["## Models", "", "| trainer | trainable parameters | total parameters | trainable % | epochs | encoder |",
+              "|---|---|---|---|---|---|"]
     for trainer, facts in report.models.items():
         if "error" in facts:
-            lines.append(f"| `{trainer}` | – | – | – | – ({facts['error']}) |")
+            lines.append(f"| `{trainer}` | – | – | – | – ({facts['error']}) | – |")
             continue
         share = 100 * facts["trainable_params"] / max(facts["total_params"], 1)
         lines.append(f"| `{trainer}` | {facts['trainable_params']:,} | {facts['total_params']:,} | {share:.1f} | "
-                     f"{facts['epochs']} |")
+                     f"{facts['epochs']} | {facts.get('encoder', '-')} |")
     if report.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
     lines += ["", "## Box plots (per-case Dice and HD95, all folds)", ""]

@@ -52,8 +52,10 @@ def model_facts(model_folder: str, fold: int = 0) -> dict:
     config = PlansManager(os.path.join(model_folder, "plans.json")).get_configuration(
         checkpoint["init_args"]["configuration"])
     trainable, total = count_parameters(network)
+    backbone = getattr(network, "backbone", None)
     return {"trainer": checkpoint["trainer_name"], "epochs": int(checkpoint["current_epoch"]),
-            "trainable_params": trainable, "total_params": total, "patch_size": list(config.patch_size)}
+            "trainable_params": trainable, "total_params": total, "patch_size": list(config.patch_size),
+            "encoder": backbone.adaptation.label if hasattr(backbone, "adaptation") else "-"}
 
 
 def bundle_model_folder(model_folder: str) -> list:
