@@ -3,7 +3,6 @@ one run per mode through nnU-Net's command line."""
 import dataclasses
 import json
 import os
-import textwrap
 from types import SimpleNamespace
 
 import pytest
@@ -209,41 +208,63 @@ def test_full_fine_tuning_keeps_the_encoder_frozen_during_its_warm_up(nnunet_pat
 
 
 # --- end to end, one run per mode --------------------------------------------------------------------
-LAST_K_TRAINER = '''
+# A user's own trainers, found through nnUNet_extTrainer (README: Adapting the encoder): the declared
+# `_LoRA` / `_FT` twins and a last_k subclass, each on a tiny DINOv3 so three runs stay cheap.
+USER_TRAINERS = '''
 from nnunet_dino.backbones.adaptation import Adaptation
-from nnunet_dino.training.trainers import nnUNetTrainerSegDINO_debug
+from nnunet_dino.backbones.registry import get_backbone_spec, register_backbone
+from nnunet_dino.training.trainers import (nnUNetTrainerSegDINO_debug, nnUNetTrainerSegDINO_FT_debug,
+                                           nnUNetTrainerSegDINO_LoRA_debug)
+
+TINY = register_backbone(get_backbone_spec("dinov3_vits16").variant("tiny_e2e_dinov3", embed_dim=64, depth=4,
+                                                                    num_heads=4)).name
 
 
-class nnUNetTrainerSegDINO_Last2_debug(nnUNetTrainerSegDINO_debug):
+class nnUNetTrainerTinySegDINO_LoRA_debug(nnUNetTrainerSegDINO_LoRA_debug):
+    backbone = TINY
+
+
+class nnUNetTrainerTinySegDINO_Last2_debug(nnUNetTrainerSegDINO_debug):
+    backbone = TINY
     adaptation = Adaptation("last_k", last_k=2)
+
+
+class nnUNetTrainerTinySegDINO_FT_debug(nnUNetTrainerSegDINO_FT_debug):
+    backbone = TINY
 '''
 
 
-@pytest.mark.parametrize("trainer", ["nnUNetTrainerSegDINO_LoRA_debug", "nnUNetTrainerSegDINO_Last2_debug",
-                                     "nnUNetTrainerSegDINO_FT_debug"])
-def test_each_mode_trains_predicts_and_evaluates_through_nnunet(synthetic_2d, tmp_path, trainer):
+@pytest.mark.parametrize("trainer,mode", [("nnUNetTrainerTinySegDINO_LoRA_debug", "lora"),
+                                          ("nnUNetTrainerTinySegDINO_Last2_debug", "last_k"),
+                                          ("nnUNetTrainerTinySegDINO_FT_debug", "full")])
+def test_each_mode_trains_predicts_and_evaluates_through_nnunet(synthetic_2d, tmp_path, monkeypatch, trainer, mode):
+    """plan (the session's dataset) -> train `_debug` -> bundle (LoRA, last_k) -> predict in a new process
+    without nnUNet_dino_weights -> evaluate."""
     from nnunet_dino.nnunet import evaluate, predict, train
+    from nnunet_dino.nnunet.models import bundle_model_folder
     from nnunet_helpers import results_folder
-    user_trainers = tmp_path / "my_trainers"  # a user's own subclass, found through nnUNet_extTrainer
+    user_trainers = tmp_path / "my_trainers"
     user_trainers.mkdir()
-    (user_trainers / "my_last_k.py").write_text(textwrap.dedent(LAST_K_TRAINER))
+    (user_trainers / "my_adapted_trainers.py").write_text(USER_TRAINERS)
     env = dict(synthetic_2d["env"], nnUNet_dino_weights="random", nnUNet_extTrainer=str(user_trainers),
                nnUNet_results=str(tmp_path / "results"))
     train(990, trainer, env)
     model = results_folder(env, synthetic_2d["dataset"], trainer)
     record = json.load(open(os.path.join(model, "fold_0", "backbone_weights.json")))
     plans = json.load(open(os.path.join(model, "plans.json")))["configurations"]["2d"]["nnunet_dino"]
-    mode = {"LoRA": "lora", "Last2": "last_k", "FT": "full"}[trainer.split("_")[1]]
     assert record["adaptation"]["mode"] == plans["adaptation"]["mode"] == mode
-    checkpoint = torch.load(os.path.join(model, "fold_0", "checkpoint_final.pth"), map_location="cpu",
-                            weights_only=False)
-    kept = {k.split(".")[1] for k in checkpoint["network_weights"] if k.startswith("backbone.")}
-    assert kept == ({"lora"} if mode == "lora" else {"vit"})
-    log = open(next(os.path.join(model, "fold_0", f) for f in sorted(os.listdir(os.path.join(model, "fold_0")))
-                    if f.startswith("training_log"))).read()
-    assert "encoder DINOV3 ViT" in log and ("joins training" in log) == (mode == "full")
+    weights = torch.load(os.path.join(model, "fold_0", "checkpoint_final.pth"), map_location="cpu",
+                         weights_only=False)["network_weights"]
+    assert {k.split(".")[1] for k in weights if k.startswith("backbone.")} == ({"lora"} if mode == "lora" else {"vit"})
+    log_name = next(f for f in os.listdir(os.path.join(model, "fold_0")) if f.startswith("training_log"))
+    log = open(os.path.join(model, "fold_0", log_name)).read()
+    assert "% trainable); encoder DINOV3 ViT" in log and ("the encoder joins training" in log) == (mode == "full")
+    if mode != "full":  # self-contained: the base travels too (full checkpoints hold the whole encoder already)
+        for name, value in env.items():  # this process resolves the user's trainer and rebuilds the base too
+            monkeypatch.setenv(name, value)
+        assert bundle_model_folder(model)
+    env.pop("nnUNet_dino_weights")
     out = str(tmp_path / "predictions")
-    env.pop("nnUNet_dino_weights") if mode == "full" else None  # the whole encoder is in the checkpoint
     predict(990, trainer, os.path.join(synthetic_2d["raw_folder"], "imagesTs"), out, env)
     summary = evaluate(os.path.join(synthetic_2d["raw_folder"], "labelsTs"), out, os.path.join(model, "dataset.json"),
                        os.path.join(model, "plans.json"), env)
