@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from network_table import build_tiny
+from nnunet_dino.backbones.adaptation import Adaptation
 from nnunet_dino.networks.slab import make_slab
 
 NETWORKS = {  # name: (family, options, input channels)
@@ -20,6 +21,11 @@ NETWORKS = {  # name: (family, options, input channels)
     "SegDINO_4ch": ("SegDINO", {}, 4),
     "UDFA_4ch": ("U-DFA", {}, 4),
     "DinoUNet_4ch": ("Dino U-Net", {}, 4),
+    # an adapted encoder (backbones/adaptation.py): its trained tensors get gradients too
+    "SegDINO_lora": ("SegDINO", {"adaptation": Adaptation("lora", rank=4)}, 1),
+    "SegDINO_last_k": ("SegDINO", {"adaptation": Adaptation("last_k", last_k=2)}, 1),
+    "UDFA_full": ("U-DFA", {"adaptation": Adaptation("full", layer_decay=0.9)}, 1),
+    "DinoUNet_lora_mlp": ("Dino U-Net", {"adaptation": Adaptation("lora", rank=4, lora_mlp=True)}, 1),
 }
 SLABS = {"UDFA_slab": ("U-DFA", {}, 1)}  # 2.5D: slabs of SLICES slices, neighbours as channels, fused across slices
 SLICES = 3

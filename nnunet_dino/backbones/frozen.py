@@ -6,7 +6,9 @@ stage-wise execution (`embed` / `run_blocks` / `to_map`) for models that inject 
 into the token stream (U-DFA), where gradients must reach activations but never the weights.
 
 Frozen for real: no parameter requires grad, the ViT stays in eval() whatever `train()` is called
-with, and `forward` builds no autograd graph.
+with, and `forward` builds no autograd graph. `adapt(Adaptation)` (adaptation.py) lets exactly the
+adapted part train -- LoRA updates, the last k blocks, or everything -- and graphs are built only
+from the first part that trains on; dropout and drop-path stay off in every mode.
 
 Train-mode augmentation (off by default; the `_paper` trainers switch it on): the official Dino U-Net
 and SegDINO code leave the frozen ViT in train() mode, where DINOv3 rescales its RoPE coordinates
@@ -30,6 +32,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .adaptation import Adaptation, AdaptationError, LoRA, layer_of, trains_layer
 from .registry import BackboneSpec
 
 
@@ -92,6 +95,9 @@ class FrozenDinoBackbone(nn.Module):
         self._family = spec.family_ops
         self.loaded_fingerprint: Optional[str] = None  # set by weights.load_backbone_weights,
         self.weights_info: dict = {}                     # with what was loaded from where
+        self.adaptation = Adaptation()
+        self.lora: Optional[LoRA] = None
+        self._first_graph_block, self._embedding_trains = len(self.vit.blocks), False
         self.rope_rescale: Optional[float] = None
         self.drop_path = 0.0
         self.set_train_augmentation(rope_rescale, drop_path)
@@ -118,7 +124,59 @@ class FrozenDinoBackbone(nn.Module):
         """sha256 of the ViT's current tensors (slim checkpoints store it to verify reloads)."""
         return state_fingerprint(self.vit.state_dict())
 
-    # --- frozen-ness -------------------------------------------------------------------------
+    # --- frozen-ness and adaptation ----------------------------------------------------------
+    def adapt(self, adaptation: Adaptation) -> "FrozenDinoBackbone":
+        """Let the part `adaptation` names train (a frozen adaptation changes nothing)."""
+        if self.adaptation.trains:
+            raise RuntimeError("this backbone is adapted already")
+        if adaptation.mode == "last_k" and adaptation.last_k > self.depth:
+            raise AdaptationError(f"last_k = {adaptation.last_k}, but {self.spec.name} has {self.depth} blocks: "
+                                  f"declare at most {self.depth} (or mode 'full').")
+        self.adaptation = adaptation
+        if adaptation.mode == "lora":
+            self.lora = LoRA(self.vit.blocks, self._family.run_block, adaptation)
+        self.set_encoder_trainable(adaptation.trains)
+        return self
+
+    def set_encoder_trainable(self, trainable: bool) -> bool:
+        """Whether the adapted part requires grad (False during a warm-up); returns whether it changed."""
+        before = self.encoder_trains
+        for name, param in self.adapted_parameters():
+            param.requires_grad_(trainable)
+        depth, mode = self.depth, self.adaptation.mode
+        first = 0 if mode in ("lora", "full") else depth - self.adaptation.last_k if mode == "last_k" else depth
+        self._first_graph_block = first if trainable else depth
+        self._embedding_trains = trainable and mode == "full"
+        return before != self.encoder_trains
+
+    @property
+    def encoder_trains(self) -> bool:
+        """Whether some part of the encoder trains now (adapted, and not in a warm-up)."""
+        return self._first_graph_block < len(self.vit.blocks)
+
+    def adapted_parameters(self):
+        """(name in this module, parameter) of everything the adaptation trains (warm-up or not)."""
+        for name, param in self.named_parameters():
+            if name.startswith("lora.") or (name.startswith("vit.") and self._trains_vit_key(name[4:])):
+                yield name, param
+
+    def _trains_vit_key(self, key: str) -> bool:
+        return trains_layer(self.adaptation, layer_of(key, self.depth), self.depth)
+
+    def is_adapted_key(self, key: str) -> bool:
+        """Whether a state-dict key of this module is one the adaptation changes (what slim checkpoints keep:
+        the LoRA tensors, the trained blocks and final norm, or for `full` the whole ViT)."""
+        if key.startswith("lora."):
+            return True
+        if not key.startswith("vit.") or not self.adaptation.trains:
+            return False
+        return self.adaptation.mode == "full" or self._trains_vit_key(key[4:])
+
+    def graph_scope(self, stop: int):
+        """no_grad() unless the embedding or a block before `stop` trains (e.g. U-DFA's frozen prefix)."""
+        trains = self._embedding_trains or self._first_graph_block < stop
+        return contextlib.nullcontext() if trains else torch.no_grad()
+
     def train(self, mode: bool = True) -> "FrozenDinoBackbone":
         super().train(mode)
         self.vit.eval()  # dropout/drop-path off; nnU-Net calls network.train() every epoch
@@ -180,21 +238,31 @@ class FrozenDinoBackbone(nn.Module):
         if x.shape[-2] % p or x.shape[-1] % p:
             raise ValueError(f"{self.spec.name} needs H and W divisible by its patch size {p}, got "
                              f"{tuple(x.shape[-2:])}; pad the input (the networks do this for you)")
-        return self._family.embed_tokens(self.vit, x, self.pos_embed_resize)
+        with contextlib.nullcontext() if self._embedding_trains else torch.no_grad():
+            return self._family.embed_tokens(self.vit, x, self.pos_embed_resize)
 
     def run_blocks(self, tokens: torch.Tensor, rope: Optional[torch.Tensor], start: int, stop: int,
                    checkpoint: bool = False, grid: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-        """Run blocks [start, stop) on a token stream. Weights are frozen; activation gradients flow.
-        With `checkpoint`, activations are recomputed in backward (for large ViTs). `grid` (the patch
-        grid) lets the train-mode RoPE rescaling draw a table per block (`block_rope`)."""
-        for block in self.vit.blocks[start:stop]:
+        """Run blocks [start, stop) on a token stream. Activation gradients flow; a block builds a graph
+        only where gradients are enabled and its input needs one or it trains (the adaptation).
+        With `checkpoint` (or the adaptation's), activations are recomputed in backward (for large ViTs).
+        `grid` (the patch grid) lets the train-mode RoPE rescaling draw a table per block (`block_rope`)."""
+        checkpoint = checkpoint or self.adaptation.checkpointing
+        for index in range(start, stop):
             rope = self.block_rope(rope, grid) if self.rope_rescale else rope
-            if checkpoint and torch.is_grad_enabled() and tokens.requires_grad:
-                tokens = torch.utils.checkpoint.checkpoint(self._family.run_block, block, tokens, rope,
-                                                           use_reentrant=False)
-            else:
-                tokens = self._family.run_block(block, tokens, rope)
+            graph = torch.is_grad_enabled() and (tokens.requires_grad or index >= self._first_graph_block)
+            with contextlib.nullcontext() if graph else torch.no_grad():
+                if checkpoint and graph:
+                    tokens = torch.utils.checkpoint.checkpoint(self._run_block, index, tokens, rope,
+                                                               use_reentrant=False)
+                else:
+                    tokens = self._run_block(index, tokens, rope)
         return tokens
+
+    def _run_block(self, index: int, tokens: torch.Tensor, rope: Optional[torch.Tensor]) -> torch.Tensor:
+        if self.lora is not None:
+            return self.lora.call(index, tokens, rope)
+        return self._family.run_block(self.vit.blocks[index], tokens, rope)
 
     def to_map(self, tokens: torch.Tensor, grid: Tuple[int, int], norm: bool = True) -> torch.Tensor:
         """Patch tokens -> (B, D, h, w) map, final LayerNorm applied (as get_intermediate_layers)."""
@@ -206,11 +274,12 @@ class FrozenDinoBackbone(nn.Module):
 
     # --- extractor-only contract ---------------------------------------------------------------
     def forward(self, x: torch.Tensor, taps: Optional[Sequence[int]] = None) -> List[torch.Tensor]:
-        """Maps at the requested 0-based block indices (default: the spec's taps), no autograd graph."""
+        """Maps at the requested 0-based block indices (default: the spec's taps); no autograd graph unless
+        the adaptation trains part of the encoder (then from that part on)."""
         taps = list(self.spec.default_taps if taps is None else taps)
         if not taps or min(taps) < 0 or max(taps) >= self.depth:
             raise ValueError(f"taps must be block indices in [0, {self.depth}), got {taps}")
-        with torch.no_grad(), self.autocast(x):
+        with contextlib.nullcontext() if self.encoder_trains else torch.no_grad(), self.autocast(x):
             tokens, rope, grid = self.embed(x)
             maps, done = [], 0
             for tap in sorted(set(taps)):

@@ -127,11 +127,15 @@ class Contender:
 
 
 def build_contender(key: str, trainer_name: str, settings: BenchSettings, plans=None, load_weights: bool = True,
-                    batch: Optional[int] = None) -> Contender:
-    """The trainer's network (nnUNetTrainer: deep supervision on, as it trains), optimiser and loss."""
+                    batch: Optional[int] = None, adaptation: Optional[dict] = None) -> Contender:
+    """The trainer's network (nnUNetTrainer: deep supervision on, as it trains), optimiser and loss;
+    `adaptation` (a record, backbones/adaptation.py) replaces the plugin trainer's encoder adaptation."""
     from ..backbones import WeightsSource, load_backbone_weights
+    from ..backbones.adaptation import Adaptation
     device = torch.device(settings.device)
     trainer = trainer_class(trainer_name)
+    if adaptation is not None:
+        trainer = type(trainer.__name__, (trainer,), {"adaptation": Adaptation.from_record(adaptation)})
     pm, cm, dataset_json = plans or bench_plans(settings.patch, settings.batch, settings.input_channels,
                                                 settings.num_classes)
     network = trainer.build_network_architecture(pm, cm, settings.input_channels, settings.num_classes,

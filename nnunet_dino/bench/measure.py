@@ -162,7 +162,8 @@ def _max_rss_bytes() -> int:
     return rss if sys.platform == "darwin" else rss * 1024  # Linux reports KiB
 
 
-def memory_phase(key: str, trainer_name: str, phase: str, settings: BenchSettings) -> dict:
+def memory_phase(key: str, trainer_name: str, phase: str, settings: BenchSettings,
+                 adaptation: Optional[dict] = None) -> dict:
     """Peak memory of two training steps or two inference forwards (the training batch, no_grad) of a
     freshly built network, over the baseline after imports: CPU peak RSS (VmHWM reset after imports,
     else ru_maxrss), or the CUDA allocator's peak. Run it in a fresh process (peak RSS is monotonic)."""
@@ -176,7 +177,7 @@ def memory_phase(key: str, trainer_name: str, phase: str, settings: BenchSetting
         measure, baseline = "peak RSS (VmHWM, reset after imports)", _proc_status_bytes("VmRSS")
     else:
         measure, baseline = "ru_maxrss", _max_rss_bytes()
-    c = build_contender(key, trainer_name, settings, load_weights=False)
+    c = build_contender(key, trainer_name, settings, load_weights=False, adaptation=adaptation)
     if phase == "train":
         for _ in range(2):
             train_step(c)
@@ -193,13 +194,14 @@ def memory_phase(key: str, trainer_name: str, phase: str, settings: BenchSetting
     return {"measure": measure, "baseline_bytes": baseline, "peak_bytes": peak, "delta_bytes": peak - baseline}
 
 
-def memory_in_children(key: str, trainer_name: str, settings: BenchSettings) -> Dict[str, dict]:
+def memory_in_children(key: str, trainer_name: str, settings: BenchSettings, adaptation: Optional[dict] = None,
+                       phases: Tuple[str, ...] = ("train", "inference")) -> Dict[str, dict]:
     """`memory_phase` for training and inference, each in its own fresh process (run side by side:
     peaks are per process, and nothing is being timed meanwhile)."""
     children = {}
-    for phase in ("train", "inference"):
+    for phase in phases:
         request = json.dumps({"key": key, "trainer": trainer_name, "phase": phase, "settings": asdict(settings),
-                              "threads": torch.get_num_threads()})
+                              "threads": torch.get_num_threads(), "adaptation": adaptation})
         children[phase] = subprocess.Popen([sys.executable, "-m", "nnunet_dino.bench", "--memory-child", request],
                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = {}
@@ -222,5 +224,5 @@ def _memory_child_main(request: str) -> None:
     import timm  # noqa: F401
     from ..training import trainers  # noqa: F401
     imported = sorted(m for m in ("timm", "nnunetv2", "batchgeneratorsv2") if m in sys.modules)  # before the baseline
-    result = memory_phase(spec["key"], spec["trainer"], spec["phase"], settings)
+    result = memory_phase(spec["key"], spec["trainer"], spec["phase"], settings, spec.get("adaptation"))
     print(json.dumps({**result, "imported_before_baseline": imported}))

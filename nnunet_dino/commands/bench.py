@@ -25,6 +25,9 @@ def add_parser(subparsers) -> None:
                    help="the plugin networks' CPU precision (default auto: bf16 autocast where the CPU has native "
                         "bf16, as the trainers run; fp32 compares like for like with nnUNetTrainer's fp32)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--adaptation", action="store_true",
+                   help="instead: one row per encoder adaptation (frozen, lora, last_k, full) for each family at its "
+                        "smallest size: step time, peak train memory, trainable parameters, checkpoint size")
     p.add_argument("--json", default="bench_results.json", help="results file (default: bench_results.json)")
     p.add_argument("--slices", type=int, default=None, metavar="K",
                    help="instead: each family in 2.5d (slabs of K slices, --batch slabs) against itself in 2d "
@@ -52,6 +55,10 @@ def run(args) -> int:
         from ..bench.slab import format_slab_report, run_slab_benchmark
         results = run_slab_benchmark(settings, args.slices, args.depth)
         print(format_slab_report(results))
+    elif args.adaptation:
+        from ..bench.adaptation import format_adaptation_report, run_adaptation_bench
+        results = run_adaptation_bench(settings)
+        print(format_adaptation_report(results))
     else:
         results = run_benchmark(settings)
         print(format_report(results))

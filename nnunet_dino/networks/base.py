@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import BackboneSpec, FrozenDinoBackbone, get_backbone_spec
+from ..backbones.adaptation import Adaptation, AdaptationError
 from ..backbones.normalization import IMAGENET
 from ..backbones.weights import (RANDOM_SETTING, WEIGHTS_ENV_VAR, WeightsError, WeightsSource, describe_weights_record,
                                  load_backbone_weights, locate_weights, record_is_random)
@@ -235,7 +236,9 @@ class DinoSegmentationNetwork(nn.Module):
     # nnUNet_dino_weights and checks the hash. A bundled (self-contained) state dict keeps the tensors
     # AND the record, marked `weights_included`. Either way the record is the one source of what the
     # backbone was loaded with, the position-embedding resize rule included; plain full state dicts
-    # load as usual.
+    # load as usual. An adapted encoder (backbones/adaptation.py) keeps what it changed beside the
+    # record -- LoRA tensors, the trained blocks, or for `full` the whole ViT (then no base is needed) --
+    # and the record names the adaptation, which the network loading it must share.
     _slim = False
 
     @contextlib.contextmanager
@@ -248,12 +251,15 @@ class DinoSegmentationNetwork(nn.Module):
             self._slim = False
 
     def backbone_record(self) -> dict:
-        """What a slim checkpoint keeps of the frozen backbone: its name, weights source and sha256."""
+        """What a slim checkpoint keeps of the frozen backbone: its name, weights source and sha256 (of the
+        base weights), and how the encoder adapted (only where it does: adaptation.py)."""
         if self.backbone.loaded_fingerprint is None:
             raise RuntimeError("slim state dicts need backbone weights loaded through nnunet_dino "
                                "(load_backbone_weights); save a full state dict instead")
         record = {"backbone": self.backbone.spec.name, "sha256": self.backbone.loaded_fingerprint,
                   "weights": dict(self.backbone.weights_info)}
+        if self.backbone.adaptation.trains:
+            record["adaptation"] = self.backbone.adaptation.to_record()
         augmentation = self.backbone.train_augmentation_record()  # train-mode only, changes no weight
         return dict(record, train_augmentation=augmentation) if augmentation else record
 
@@ -263,8 +269,8 @@ class DinoSegmentationNetwork(nn.Module):
             return state
         record = self.backbone_record()
         prefix = kwargs.get("prefix", "") + "backbone."
-        for key in [k for k in state if k.startswith(prefix)]:
-            del state[key]
+        for key in [k for k in state if k.startswith(prefix) and not self.backbone.is_adapted_key(k[len(prefix):])]:
+            del state[key]  # what the adaptation changed stays (LoRA tensors, trained blocks, or all for `full`)
         state[BACKBONE_RECORD_KEY] = record
         return state
 
@@ -277,7 +283,9 @@ class DinoSegmentationNetwork(nn.Module):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         state = dict(state_dict)
         record = state.pop(BACKBONE_RECORD_KEY, None)
-        if record is not None and record.get("weights_included"):
+        if record is not None:
+            self._check_adaptation(record)
+        if record is not None and (record.get("weights_included") or self._holds_whole_encoder(state)):
             self._announce(record)
             result = super().load_state_dict(state, strict=strict, assign=assign)
             self.backbone.weights_info = dict(record["weights"])
@@ -286,8 +294,24 @@ class DinoSegmentationNetwork(nn.Module):
             return result
         if record is not None:
             self._restore_backbone(record)
-            state.update({f"backbone.{k}": v for k, v in self.backbone.state_dict().items()})
+            for key, value in self.backbone.state_dict().items():  # the checkpoint's adapted tensors win
+                state.setdefault(f"backbone.{key}", value)
+        if self.backbone.lora is not None:
+            self.backbone.lora.unmerge()
         return super().load_state_dict(state, strict=strict, assign=assign)
+
+    def _holds_whole_encoder(self, state: Mapping[str, object]) -> bool:
+        """Whether `state` carries every ViT tensor (a fully fine-tuned encoder): no base to restore."""
+        return self.backbone.adaptation.mode == "full" and all(
+            f"backbone.vit.{key}" in state for key in self.backbone.vit.state_dict())
+
+    def _check_adaptation(self, record: Mapping[str, object]) -> None:
+        """A checkpoint loads only into a network adapted the same way (records without one: frozen)."""
+        trained, built = Adaptation.from_record(record.get("adaptation")), self.backbone.adaptation
+        if trained.structure() != built.structure():
+            raise AdaptationError(f"This checkpoint's encoder was trained {trained.describe()} "
+                                  f"({trained.structure()}), but the network is built {built.describe()} "
+                                  f"({built.structure()}). Use the trainer the model was trained with (-tr).")
 
     def _announce(self, record: Mapping[str, object]) -> None:
         """Say, once per set of weights, what the loaded checkpoint was trained with: a random

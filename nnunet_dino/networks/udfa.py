@@ -44,8 +44,9 @@ Choices where the paper is silent:
   bilinear resampling with exact cell centres (`blocks.resample_to_grid`), then the rest is a plain
   nnU-Net ladder (transposed conv, crop odd overshoot, concat, 2 convs). Only the ViT patch (14) is
   needed as a padding multiple. No deep-supervision heads: the forward returns one tensor.
-- Gradients: blocks before the first injection and the patch embedding run under no_grad, so a
-  learnable 1x1 channel mixer (inputs with 2 or >= 4 channels) learns through the SPA only.
+- Gradients: blocks before the first injection and the patch embedding run under no_grad (unless the
+  encoder's adaptation trains them: `FrozenDinoBackbone.graph_scope`), so a learnable 1x1 channel
+  mixer (inputs with 2 or >= 4 channels) learns through the SPA only.
   `checkpoint_backbone=True` recomputes the later frozen blocks in backward (for L and g).
 - Precision on CUDA: the encoder's own rule (`FrozenDinoBackbone.autocast`: bf16, fp16 before compute
   capability 8.0) for the patch embedding and the blocks before the first injection; the blocks that
@@ -204,7 +205,7 @@ class UDFA(DinoSegmentationNetwork):
         SPA maps (`spa_strides`) after refinement, the token stream right after each injection)."""
         spa = list(self.spa(x))[self.spa_stem:]
         prefix = self.backbone.spec.num_prefix_tokens
-        with torch.no_grad():  # nothing before the first injection needs a graph
+        with self.backbone.graph_scope(self.block_ends[0]):  # no graph before the first injection, unless it trains
             with self.backbone.autocast(x):
                 tokens, rope, grid = self.backbone.embed(x)
             tokens = self._frozen_blocks(tokens, rope, 0, self.block_ends[0], x)

@@ -43,25 +43,6 @@ def network_for_model_folder(model_folder: str, checkpoint: dict):
                                               plans.get_label_manager(dataset_json).num_segmentation_heads, False)
 
 
-ADAPTATION_KEYS = ("adaptation", "adaptation_mode")  # where a plugin record names how the encoder adapts
-
-
-def adaptation_mode(checkpoint: dict, configuration_record: dict):
-    """How the DINO encoder of a plugin model adapts: the mode its checkpoint's backbone record or its
-    plans record names, 'frozen' for a plugin model that names none, None for a model without a DINO
-    encoder (nnU-Net's own networks)."""
-    from ..networks.base import BACKBONE_RECORD_KEY
-    from ..plans import PLANS_RECORD_KEY
-    records = [checkpoint["network_weights"].get(BACKBONE_RECORD_KEY), configuration_record.get(PLANS_RECORD_KEY)]
-    records = [r for r in records if isinstance(r, dict)]
-    for record in records:
-        for key in ADAPTATION_KEYS:
-            if record.get(key):
-                mode = record[key]
-                return mode.get("mode", str(mode)) if isinstance(mode, dict) else str(mode)
-    return "frozen" if records else None
-
-
 def model_facts(model_folder: str, fold: int = 0) -> dict:
     """Epochs trained, trainable/total parameters, patch size and adaptation mode of a trained model folder."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -72,9 +53,10 @@ def model_facts(model_folder: str, fold: int = 0) -> dict:
     name = checkpoint["init_args"]["configuration"]
     config = plans.get_configuration(name)
     trainable, total = count_parameters(network)
+    backbone = getattr(network, "backbone", None)
     return {"trainer": checkpoint["trainer_name"], "epochs": int(checkpoint["current_epoch"]),
             "trainable_params": trainable, "total_params": total, "patch_size": list(config.patch_size),
-            "adaptation": adaptation_mode(checkpoint, plans.plans["configurations"].get(name, {}))}
+            "adaptation": backbone.adaptation.label if hasattr(backbone, "adaptation") else None}
 
 
 def bundle_model_folder(model_folder: str) -> list:

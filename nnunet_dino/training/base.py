@@ -17,10 +17,13 @@ paper's optimiser. This base owns every integration rule, hook by hook:
 - `configure_optimizers`: trainable parameters only (the frozen backbone never enters the
   optimiser), no weight decay on biases and other 1-D parameters (norm scales, gains; matrices such
   as Dino U-Net's `level_embed` are decayed) unless `decay_all_parameters` (the official codes decay
-  everything), warm-up + poly or constant schedule.
+  everything), warm-up + poly or constant schedule. An adapted encoder (`adaptation`,
+  backbones/adaptation.py) adds one group per layer at its decayed rate.
 - `configure_rotation_dummyDA_mirroring_and_inital_patch_size`: nnU-Net's, and with
   `test_time_mirroring = False` no mirroring at validation and prediction (the checkpoint's
   `inference_allowed_mirroring_axes` is None; training augmentation keeps its mirroring).
+- `on_train_epoch_start`: the adaptation's warm-up (the encoder frozen for its first epochs, then
+  joining; under DDP the wrapper is rebuilt, so every trainable parameter is reduced and none unused).
 - `save_checkpoint`: slim checkpoints (the frozen backbone as a verified record, see networks/base).
 - `train_step`: nnU-Net's, plus an out-of-memory message that names the fix and a log of the first loss.
 - `set_deep_supervision_enabled`: a no-op (the networks return one full-resolution output).
@@ -34,11 +37,13 @@ from typing import Dict, Optional, Sequence, Type
 import torch
 from torch import nn
 from torch._dynamo import OptimizedModule
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from ..backbones import BackboneSpec, get_backbone_spec, load_backbone_weights, locate_weights
+from ..backbones.adaptation import Adaptation, parameter_groups
 from ..backbones.weights import describe_weights_record
 from ..backbones.weights_check import check_weights_source
 from ..networks.base import DinoSegmentationNetwork, count_parameters
@@ -87,6 +92,20 @@ class NotEnoughMemoryError(RuntimeError):
     """A training step ran out of memory; the message names the smaller settings to use."""
 
 
+def unwrap(network: nn.Module) -> nn.Module:
+    """The plugin network inside nnU-Net's DDP and torch.compile wrappers."""
+    net = network.module if isinstance(network, DDP) else network
+    return net._orig_mod if isinstance(net, OptimizedModule) else net
+
+
+def rewrap_ddp(network: DDP) -> DDP:
+    """A fresh DDP wrapper around the same module: DDP reduces the parameters that required grad when it
+    was built, so it is rebuilt when the encoder's trainable set changes (the adaptation's warm-up). The old
+    wrapper's gradient hooks go first: they would wait for a reduction that never comes."""
+    network._remove_autograd_hooks()
+    return DDP(network.module, device_ids=network.device_ids)
+
+
 class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
     # --- what a per-paper trainer declares ---------------------------------------------------
     network_class: Type[DinoSegmentationNetwork] = None
@@ -110,6 +129,7 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
     test_time_mirroring: bool = True        # False: no mirroring at validation and prediction
     decay_all_parameters: bool = False      # True: weight decay on every trainable parameter
     backbone_train_augmentation: Dict[str, object] = {}  # FrozenDinoBackbone rope_rescale / drop_path
+    adaptation: Adaptation = Adaptation()   # how the encoder adapts: frozen, lora, last_k, full
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -188,6 +208,8 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
             n == "RGBTo01Normalization" for n in configuration_manager.normalization_schemes)
         network = cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,
                                     backbone=cls.backbone, imagenet_normalize=imagenet, **cls.network_kwargs)
+        if cls.adaptation.trains:
+            network.backbone.adapt(cls.adaptation)
         network.backbone.set_train_augmentation(**cls.backbone_train_augmentation)
         network = apply_input_recipe(network, recipe)
         slab = slab_record(cls, configuration_manager, num_input_channels, recipe)
@@ -195,8 +217,7 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
 
     @property
     def unwrapped_network(self) -> DinoSegmentationNetwork:
-        net = self.network.module if self.is_ddp else self.network
-        return net._orig_mod if isinstance(net, OptimizedModule) else net
+        return unwrap(self.network)
 
     def initialize(self):
         super().initialize()
@@ -204,19 +225,39 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
         info = load_backbone_weights(net.backbone, self.weights_source)
         record = {"backbone": self.backbone, "network": f"{type(net).__module__}.{type(net).__name__}",
                   "pos_embed_resize": net.backbone.pos_embed_resize, "weights": info}
+        if self.adaptation.trains:
+            record["adaptation"] = self.adaptation.to_record()
         self.plans_manager, self.configuration_manager = update_configuration(
             self.plans_manager, self.configuration_name, **{PLANS_RECORD_KEY: record})
         for note in info.get("notes", ()):  # e.g. training-checkpoint heads dropped
             self.print_to_log_file(f"nnunet-dino: {note}")
         trainable, total = count_parameters(net)
         self.print_to_log_file(f"nnunet-dino: {type(net).__name__} parameters: trainable {trainable:,} / total "
-                               f"{total:,} ({100 * trainable / total:.1f} % trainable); frozen backbone "
-                               f"{net.backbone.spec.label}; weights {info['format']} from {info['path'] or '-'}")
+                               f"{total:,} ({100 * trainable / total:.1f} % trainable); encoder "
+                               f"{net.backbone.spec.label} {self.adaptation.describe()}; weights {info['format']} "
+                               f"from {info['path'] or '-'}")
         if hasattr(net.input_adapter, "describe"):  # an input recipe replaces the adapter and logs itself
             self.print_to_log_file(f"nnunet-dino: input channels: {net.input_adapter.describe()}")
         if self.weights_source.is_random:
             self.print_to_log_file(RANDOM_BACKBONE_BANNER)
         self._compare_with_other_folds(net.backbone_record())
+        self._sync_encoder_warmup()
+
+    def on_train_epoch_start(self):
+        self._sync_encoder_warmup()
+        super().on_train_epoch_start()
+
+    def _sync_encoder_warmup(self) -> None:
+        """The adapted encoder is frozen during the adaptation's first `warmup_epochs`, then joins."""
+        if not self.adaptation.trains:
+            return
+        joined = self.current_epoch >= self.adaptation.warmup_epochs
+        if not self.unwrapped_network.backbone.set_encoder_trainable(joined):
+            return
+        self.print_to_log_file(f"nnunet-dino: epoch {self.current_epoch}: the encoder "
+                               + ("joins training" if joined else "stays frozen (adaptation warm-up)"))
+        if self.is_ddp:
+            self.network = rewrap_ddp(self.network)
 
     def _compare_with_other_folds(self, record: dict) -> None:
         """Warn when this fold is trained with other weights than the model's existing folds (their
@@ -311,13 +352,16 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
 
     # --- optimisation ----------------------------------------------------------------------------
     def configure_optimizers(self):
+        backbone = unwrap(self.network).backbone
+        encoder = {id(p) for p in backbone.parameters()}
         decay, no_decay = [], []
         for name, p in self.network.named_parameters():
-            if p.requires_grad:
+            if p.requires_grad and id(p) not in encoder:
                 exempt = not self.decay_all_parameters and (p.ndim <= 1 or name.endswith(".bias"))
                 (no_decay if exempt else decay).append(p)
         groups = [{"params": decay, "weight_decay": self.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
+        groups += parameter_groups(backbone, self.initial_lr, self.weight_decay)  # none when frozen
         if self.optimizer_name == "adamw":
             optimizer = torch.optim.AdamW(groups, lr=self.initial_lr)
         elif self.optimizer_name == "adam":

@@ -5,7 +5,8 @@ from torch.optim.lr_scheduler import _LRScheduler
 
 
 class EpochLRSchedule(_LRScheduler):
-    """Linear warm-up over `warmup_epochs`, then 'poly' (nnU-Net's (1 - e/E)^0.9) or 'constant'."""
+    """Linear warm-up over `warmup_epochs`, then 'poly' (nnU-Net's (1 - e/E)^0.9) or 'constant'. A group's
+    `lr_scale` (an adapted encoder's layer groups) multiplies its rate."""
 
     def __init__(self, optimizer, initial_lr: float, num_epochs: int, kind: str = "poly",
                  warmup_epochs: int = 0, exponent: float = 0.9):
@@ -27,8 +28,8 @@ class EpochLRSchedule(_LRScheduler):
             current_step, self.ctr = self.ctr, self.ctr + 1
         lr = self.lr_at(current_step)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self._last_lr = [lr for _ in self.optimizer.param_groups]
+            group["lr"] = lr * group["lr_scale"] if "lr_scale" in group else lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     def get_last_lr(self):
         return self._last_lr

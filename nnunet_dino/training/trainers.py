@@ -8,14 +8,20 @@ To declare another combination yourself, subclass in three lines:
 
     class nnUNetTrainerUDFA_L_MyRecipe(nnUNetTrainerUDFA_L):
         learning_rate = 1e-4
+
+Encoder adaptation is one more declared attribute (backbones/adaptation.py): `_LoRA` and `_FT` rows
+exist for each family at its default and `_S` sizes, e.g. `adaptation = Adaptation("last_k", last_k=4)`
+in a subclass trains the last four blocks.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict, Tuple
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from ..backbones.adaptation import Adaptation
 from ..networks.dino_unet import DinoUNet
 from ..networks.segdino import SegDINO
 from ..networks.segdino_v2 import SegDINOv2
@@ -87,6 +93,24 @@ TRAINERS: Tuple[Tuple[str, str, Dict[str, object]], ...] = (
      optimizer_name="adam", batch_size_value=12, patch_size_value=(224, 224), network_kwargs={"spa": "paper"})),
 )
 
+# Encoder adaptation, for each family at its default and `_S` sizes. LoRA: rank 16 on the attention
+# linears, at the adapters' rate. FT: the whole encoder at a third of the adapters' rate (MedDINOv3
+# trains its ViT at 1e-4 beside a decoder at 3e-4), layer decay 0.9, frozen for its first 10 epochs
+# while the fresh adapters warm up (nnU-Net's "new parts first, then everything").
+LORA = Adaptation("lora", rank=16, alpha=16.0)
+FINE_TUNE = Adaptation("full", layer_decay=0.9, backbone_lr_ratio=1 / 3, warmup_epochs=10)
+ADAPTED_TRAINERS = ("nnUNetTrainerSegDINO", "nnUNetTrainerUDFA", "nnUNetTrainerUDFA_S", "nnUNetTrainerDinoUNet")
+TRAINERS += tuple((f"{base}_{suffix}", base, dict(adaptation=adaptation))
+                  for base in ADAPTED_TRAINERS for suffix, adaptation in (("LoRA", LORA), ("FT", FINE_TUNE)))
+
+
+def debug_attributes(cls: type) -> Dict[str, object]:
+    """What a `_debug` twin changes: the short run, and an encoder warm-up of at most its first epoch."""
+    attributes: Dict[str, object] = {"debug_run": True}
+    if cls.adaptation.warmup_epochs > 1:
+        attributes["adaptation"] = dataclasses.replace(cls.adaptation, warmup_epochs=1)
+    return attributes
+
 
 def declare_trainer(name: str, base: type, **attributes) -> type:
     """A trainer class `name` deriving from `base` with `attributes`, bound to this module (resolvable by
@@ -102,7 +126,7 @@ def _declare_table() -> Tuple[type, ...]:
         declared[name] = declare_trainer(name, declared[parent], **attributes)
     public = tuple(declared[name] for name, _, _ in TRAINERS)
     for cls in public:
-        declare_trainer(f"{cls.__name__}_debug", cls, debug_run=True)
+        declare_trainer(f"{cls.__name__}_debug", cls, **debug_attributes(cls))
     return public
 
 
