@@ -39,3 +39,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def fresh_compiler_state():
+    """Each test compiles from a clean torch.compile state: graphs and guards cached by an earlier test's
+    networks (e.g. another adaptation of the same family) must not leak into the next one's trace."""
+    yield
+    import sys
+    if "torch._dynamo" in sys.modules:
+        torch._dynamo.reset()
