@@ -1,5 +1,6 @@
 """The trainer base's integration rules, exercised in-process on a real preprocessed dataset."""
 import copy
+import dataclasses
 import json
 import os
 import time
@@ -219,3 +220,22 @@ def test_budget_seconds_switches_to_the_wall_clock_and_demo_twins_are_seeded(nnu
         trainer.initialize()
         weights.append(trainer.network.state_dict())
     assert all(torch.equal(v, weights[1][k]) for k, v in weights[0].items())
+
+
+def test_demo_twins_keep_their_parents_model_and_shorten_only_budget_seed_and_warm_ups():
+    from nnunet_dino.training import trainers
+    from nnunet_dino.training.budget import BudgetMixin
+    assert trainers.DEMO_WARMUP_EPOCHS < trainers.nnUNetTrainerUDFA_S_FT.adaptation.warmup_epochs
+    for name in trainers.DEMO_TWINS:
+        parent, twin = getattr(trainers, name), getattr(trainers, f"{name}_demo")
+        assert twin.__mro__[1:3] == (BudgetMixin, parent) and twin.seed == 0
+        assert twin.budget_iterations == BudgetMixin.budget_iterations
+        assert twin.warmup_epochs == min(parent.warmup_epochs, trainers.DEMO_WARMUP_EPOCHS)
+        assert twin.adaptation.mode == parent.adaptation.mode and twin.backbone == parent.backbone
+        assert twin.network_kwargs == parent.network_kwargs
+        expected = dataclasses.replace(parent.adaptation, warmup_epochs=min(
+            parent.adaptation.warmup_epochs, trainers.DEMO_WARMUP_EPOCHS))
+        assert twin.adaptation == expected
+    ft = trainers.nnUNetTrainerUDFA_S_FT_demo.adaptation
+    assert ft.mode == "full" and ft.warmup_epochs == trainers.DEMO_WARMUP_EPOCHS and ft.layer_decay == 0.9
+    assert trainers.nnUNetTrainerUDFA_S_SPA3_demo.network_kwargs == {"spa": "paper"}

@@ -112,10 +112,11 @@ def debug_attributes(cls: type) -> Dict[str, object]:
     return attributes
 
 
-def declare_trainer(name: str, base: type, **attributes) -> type:
-    """A trainer class `name` deriving from `base` with `attributes`, bound to this module (resolvable by
-    nnU-Net's trainer search and picklable)."""
-    cls = type(name, (base,), {"__module__": __name__, "__qualname__": name, **attributes})
+def declare_trainer(name: str, bases, **attributes) -> type:
+    """A trainer class `name` deriving from `bases` (a class or a tuple, as `class` lists them) with
+    `attributes`, bound to this module (resolvable by nnU-Net's trainer search and picklable)."""
+    bases = bases if isinstance(bases, tuple) else (bases,)
+    cls = type(name, bases, {"__module__": __name__, "__qualname__": name, **attributes})
     globals()[name] = cls
     return cls
 
@@ -149,19 +150,24 @@ class nnUNetTrainer_demo(BudgetMixin, SeededMixin, nnUNetTrainer):
     seed = 0
 
 
-class nnUNetTrainerUDFA_S_demo(BudgetMixin, nnUNetTrainerUDFA_S):  # noqa: F821 (declared by the table)
-    seed = 0
-    warmup_epochs = 2
+#: plugin trainers with a `_demo` twin: the demo's models, and the adaptation modes and U-DFA's paper SPA
+#: compared on the demo dataset at the demo's budget
+DEMO_TWINS = ("nnUNetTrainerUDFA_S", "nnUNetTrainerUDFA_S_LoRA", "nnUNetTrainerUDFA_S_FT", "nnUNetTrainerUDFA_S_SPA3",
+              "nnUNetTrainerSegDINO", "nnUNetTrainerDinoUNet")
+DEMO_WARMUP_EPOCHS = 2  # of the budget's 16 epochs: adapters first, then (FT) the encoder, scaled to the short run
 
 
-class nnUNetTrainerSegDINO_demo(BudgetMixin, nnUNetTrainerSegDINO):  # noqa: F821
-    seed = 0
+def demo_attributes(cls: type) -> Dict[str, object]:
+    """What a `_demo` twin changes besides its budget: seed 0, warm-ups of at most DEMO_WARMUP_EPOCHS."""
+    attributes: Dict[str, object] = {"seed": 0, "warmup_epochs": min(cls.warmup_epochs, DEMO_WARMUP_EPOCHS)}
+    if cls.adaptation.warmup_epochs > DEMO_WARMUP_EPOCHS:
+        attributes["adaptation"] = dataclasses.replace(cls.adaptation, warmup_epochs=DEMO_WARMUP_EPOCHS)
+    return attributes
 
 
-class nnUNetTrainerDinoUNet_demo(BudgetMixin, nnUNetTrainerDinoUNet):  # noqa: F821
-    seed = 0
+DEMO_TRAINERS = tuple(declare_trainer(f"{base.__name__}_demo", (BudgetMixin, base), **demo_attributes(base))
+                      for base in (globals()[name] for name in DEMO_TWINS))
 
 
 __all__ = [name for cls in PUBLIC_TRAINERS for name in (cls.__name__, f"{cls.__name__}_debug")] + [
-    "nnUNetTrainer_debug", "nnUNetTrainer_demo", "nnUNetTrainerUDFA_S_demo", "nnUNetTrainerSegDINO_demo",
-    "nnUNetTrainerDinoUNet_demo"]
+    "nnUNetTrainer_debug", "nnUNetTrainer_demo", *(cls.__name__ for cls in DEMO_TRAINERS)]
