@@ -238,9 +238,11 @@ class nnUNetTrainerTinySegDINO_FT_debug(nnUNetTrainerSegDINO_FT_debug):
                                           ("nnUNetTrainerTinySegDINO_Last2_debug", "last_k"),
                                           ("nnUNetTrainerTinySegDINO_FT_debug", "full")])
 def test_each_mode_trains_predicts_and_evaluates_through_nnunet(synthetic_2d, tmp_path, monkeypatch, trainer, mode):
-    """plan (the session's dataset) -> train `_debug` -> bundle (LoRA, last_k) -> predict in a new process
-    without nnUNet_dino_weights -> evaluate."""
+    """plan (the session's dataset) -> train `_debug` -> `--val` and `--c` (the adapted tensors and the
+    mode's optimiser groups reload) -> bundle (LoRA, last_k) -> export to zip -> install into a fresh
+    results folder -> predict from it in a new process without nnUNet_dino_weights -> evaluate."""
     from nnunet_dino.nnunet import evaluate, predict, train
+    from nnunet_dino.nnunet.runner import run_step
     from nnunet_dino.nnunet.models import bundle_model_folder
     from nnunet_helpers import results_folder
     user_trainers = tmp_path / "my_trainers"
@@ -259,11 +261,25 @@ def test_each_mode_trains_predicts_and_evaluates_through_nnunet(synthetic_2d, tm
     log_name = next(f for f in os.listdir(os.path.join(model, "fold_0")) if f.startswith("training_log"))
     log = open(os.path.join(model, "fold_0", log_name)).read()
     assert "% trainable); encoder DINOV3 ViT" in log and ("the encoder joins training" in log) == (mode == "full")
+    summary_file = os.path.join(model, "fold_0", "validation", "summary.json")
+    os.remove(summary_file)
+    train(990, trainer, env, extra=["--val"])  # validation only, from the slim checkpoint
+    assert os.path.isfile(summary_file)
+    train(990, trainer, env, extra=["--c"])  # continue: checkpoint and optimiser state reload into this mode
+    continued = torch.load(os.path.join(model, "fold_0", "checkpoint_final.pth"), map_location="cpu",
+                           weights_only=False)["network_weights"]
+    assert weights.keys() == continued.keys() and all(
+        torch.equal(weights[k], continued[k]) for k in weights if isinstance(weights[k], torch.Tensor))
     if mode != "full":  # self-contained: the base travels too (full checkpoints hold the whole encoder already)
         for name, value in env.items():  # this process resolves the user's trainer and rebuilds the base too
             monkeypatch.setenv(name, value)
         assert bundle_model_folder(model)
+    archive = str(tmp_path / "model.zip")
+    run_step(["nnUNetv2_export_model_to_zip", "-d", "990", "-o", archive, "-c", "2d", "-tr", trainer, "-f", "0"], env)
     env.pop("nnUNet_dino_weights")
+    env["nnUNet_results"] = str(tmp_path / "installed_results")
+    os.makedirs(env["nnUNet_results"])
+    run_step(["nnUNetv2_install_pretrained_model_from_zip", archive], env)
     out = str(tmp_path / "predictions")
     predict(990, trainer, os.path.join(synthetic_2d["raw_folder"], "imagesTs"), out, env)
     summary = evaluate(os.path.join(synthetic_2d["raw_folder"], "labelsTs"), out, os.path.join(model, "dataset.json"),

@@ -100,3 +100,17 @@ def test_segdino_v2_with_the_authors_recipe_trains_and_predicts_without_mirrorin
                             weights_only=False)
     assert checkpoint["inference_allowed_mirroring_axes"] is None
     assert checkpoint["network_weights"]["nnunet_dino.backbone"]["train_augmentation"] == {"rope_rescale": 2.0}
+
+
+def test_segdino_x4_head_trains_and_a_fresh_predictor_rebuilds_it(synthetic_2d, tmp_path):
+    """The authors' current head (first level upsampled x4 by a transposed convolution) as a selectable
+    head: nnUNetv2_predict in a new process, and a predictor built from the folder, rebuild it."""
+    trainer = "nnUNetTrainerSegDINO_HeadX4_debug"
+    summary = _train_predict_evaluate(synthetic_2d["env"], 990, synthetic_2d["raw_folder"], tmp_path, trainer)
+    assert summary["mean"]["1"]["Dice"] > foreground_dice_baseline(summary)["1"]
+    model = results_folder(synthetic_2d["env"], synthetic_2d["dataset"], trainer)
+    predictor = nnUNetPredictor(device=torch.device("cpu"), perform_everything_on_device=False)
+    with pytest.warns(UserWarning, match="RANDOM FROZEN BACKBONE"):
+        predictor.initialize_from_trained_model_folder(model, (0,), "checkpoint_final.pth")
+    upsamplers = [m for m in predictor.network.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert len(upsamplers) == 1 and upsamplers[0].stride == (4, 4)

@@ -212,6 +212,13 @@ def test_budget_seconds_switches_to_the_wall_clock_and_demo_twins_are_seeded(nnu
     timed = make_trainer(nnUNetTrainer_demo, nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])
     assert timed.time_budget_s == 42.0 and timed.num_epochs == 10_000  # refitted once epochs are timed
     monkeypatch.delenv(BUDGET_SECONDS_ENV_VAR)
+
+    class Unseeded(nnUNetTrainer_demo):
+        seed = None
+
+    monkeypatch.delenv("MKL_DYNAMIC", raising=False)
+    make_trainer(Unseeded, nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])
+    assert "MKL_DYNAMIC" not in os.environ  # only a seeded run pins MKL's threads
     weights = []
     for _ in range(2):  # nnU-Net's own trainer too: the same seed, the same initial network
         trainer = make_trainer(nnUNetTrainer_demo, nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])
@@ -220,6 +227,8 @@ def test_budget_seconds_switches_to_the_wall_clock_and_demo_twins_are_seeded(nnu
         trainer.initialize()
         weights.append(trainer.network.state_dict())
     assert all(torch.equal(v, weights[1][k]) for k, v in weights[0].items())
+    # a busy machine would otherwise make MKL use fewer threads: other sums, another training run
+    assert os.environ["MKL_DYNAMIC"] == "FALSE"
 
 
 def test_demo_twins_keep_their_parents_model_and_shorten_only_budget_seed_and_warm_ups():

@@ -1,6 +1,8 @@
 """A fixed seed for a trainer: the `seed` class attribute, or the `nnUNet_dino_seed` environment
 variable, which overrides it. With `nnUNet_n_proc_DA=0` on a CPU two runs are then identical
-(nnU-Net's multi-process augmentation is non-deterministic by design)."""
+(nnU-Net's multi-process augmentation is non-deterministic by design), on a quiet machine or a busy
+one: a seeded trainer turns off MKL's dynamic threading, which otherwise uses fewer threads when the
+machine is loaded, so that its matrix products sum in another order and training drifts apart."""
 from __future__ import annotations
 
 import os
@@ -22,9 +24,11 @@ class SeededMixin:
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
         seed = os.environ.get(SEED_ENV_VAR, "").strip()
         seed = int(seed) if seed else (0 if self.debug_run and self.seed is None else self.seed)
+        if seed is not None:  # before nnU-Net builds anything: MKL reads this on its first call
+            os.environ["MKL_DYNAMIC"] = "FALSE"
+        super().__init__(plans, configuration, fold, dataset_json, device)
         if seed is not None:
             random.seed(seed)
             np.random.seed(seed)
