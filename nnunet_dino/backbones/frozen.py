@@ -249,14 +249,14 @@ class FrozenDinoBackbone(nn.Module):
         `grid` (the patch grid) lets the train-mode RoPE rescaling draw a table per block (`block_rope`)."""
         checkpoint = checkpoint or self.adaptation.checkpointing
         for index in range(start, stop):
-            rope = self.block_rope(rope, grid) if self.rope_rescale else rope
+            table = self.block_rope(rope, grid)
             graph = torch.is_grad_enabled() and (tokens.requires_grad or index >= self._first_graph_block)
             with contextlib.nullcontext() if graph else torch.no_grad():
                 if checkpoint and graph:
-                    tokens = torch.utils.checkpoint.checkpoint(self._run_block, index, tokens, rope,
+                    tokens = torch.utils.checkpoint.checkpoint(self._run_block, index, tokens, table,
                                                                use_reentrant=False)
                 else:
-                    tokens = self._run_block(index, tokens, rope)
+                    tokens = self._run_block(index, tokens, table)
         return tokens
 
     def _run_block(self, index: int, tokens: torch.Tensor, rope: Optional[torch.Tensor]) -> torch.Tensor:
