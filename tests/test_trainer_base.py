@@ -217,8 +217,9 @@ def test_budget_seconds_switches_to_the_wall_clock_and_demo_twins_are_seeded(nnu
         seed = None
 
     monkeypatch.delenv("MKL_DYNAMIC", raising=False)
-    make_trainer(Unseeded, nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])
+    unseeded = make_trainer(Unseeded, nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])
     assert "MKL_DYNAMIC" not in os.environ  # only a seeded run pins MKL's threads
+    assert _blur_benchmarks(unseeded) == [True]  # nnU-Net's own choice, left alone
     weights = []
     for _ in range(2):  # nnU-Net's own trainer too: the same seed, the same initial network
         trainer = make_trainer(nnUNetTrainer_demo, nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])
@@ -227,8 +228,17 @@ def test_budget_seconds_switches_to_the_wall_clock_and_demo_twins_are_seeded(nnu
         trainer.initialize()
         weights.append(trainer.network.state_dict())
     assert all(torch.equal(v, weights[1][k]) for k, v in weights[0].items())
-    # a busy machine would otherwise make MKL use fewer threads: other sums, another training run
+    # a busy machine would otherwise make MKL use fewer threads, and the blur's timing benchmark pick its
+    # other implementation: other sums, another training run
     assert os.environ["MKL_DYNAMIC"] == "FALSE"
+    assert _blur_benchmarks(trainer) == [False]
+
+
+def _blur_benchmarks(trainer) -> list:
+    from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransform
+    from nnunet_dino.training.seeding import walk_transforms
+    transforms = trainer.get_training_transforms((64, 80), (0.0, 0.0), None, (0, 1), False)
+    return [t.benchmark for t in walk_transforms(transforms) if isinstance(t, GaussianBlurTransform)]
 
 
 def test_demo_twins_keep_their_parents_model_and_shorten_only_budget_seed_and_warm_ups():
