@@ -1,10 +1,10 @@
 """A fixed seed for a trainer: the `seed` class attribute, or the `nnUNet_dino_seed` environment
 variable, which overrides it. With `nnUNet_n_proc_DA=0` on a CPU two runs are then identical
 (nnU-Net's multi-process augmentation is non-deterministic by design), on a quiet machine or a busy
-one. A seeded trainer turns off what picks a code path by the machine's load: MKL's dynamic threading
-(fewer threads on a busy machine: its products sum in another order), and the timing benchmark of
-nnU-Net's Gaussian blur augmentation (FFT or direct convolution, whichever ran faster when first
-timed: the two round differently). Either made the same seed train differently on a busy machine."""
+one. A seeded trainer turns off the timing benchmark of nnU-Net's Gaussian blur augmentation (FFT or
+direct convolution, whichever ran faster when first timed: the two round differently, so beside another
+training the same seed trained differently), and, as a safeguard of the same kind, MKL's dynamic
+threading (fewer threads on a busy machine would sum its products in another order)."""
 from __future__ import annotations
 
 import os
