@@ -95,6 +95,9 @@ def test_plan_slabs_is_contiguous_disjoint_and_spreads_the_test_slabs():
     assert [s.index for s in slabs if s.split == "test"] == [3, 9, 15, 21]
     with pytest.raises(ValueError, match="test"):
         plan_slabs(10, 155, 50, 4)
+    assert [s.split for s in plan_slabs(10, 155, 6, 0)] == ["train"] * 24  # every slab trains
+    with pytest.raises(ValueError, match="--test-slabs must be 0 or more"):
+        plan_slabs(10, 155, 6, -1)
 
 
 def test_cases_are_paired_3d_slabs_with_one_geometry(dataset):

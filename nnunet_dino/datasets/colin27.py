@@ -102,14 +102,17 @@ class Slab:
 
 def plan_slabs(z_first: int, z_last: int, thickness: int, num_test: int) -> List[Slab]:
     """Consecutive slabs over slices z_first..z_last (inclusive), centred (leftover slices dropped
-    evenly at both ends); the test slabs are spread evenly, one in the middle of each 1/num_test."""
+    evenly at both ends); the test slabs (none: every slab trains) are spread evenly, one in the middle
+    of each 1/num_test."""
     span = z_last - z_first + 1
     count = span // thickness if thickness >= 1 else 0
-    if num_test < 1 or count - num_test < 1:
+    if num_test < 0:
+        raise OptionError(f"--test-slabs must be 0 or more, got {num_test}")
+    if count - num_test < 1:
         raise OptionError(f"{span} labelled slices make {count} slabs of {thickness}: need at least "
                          f"{num_test} test + 1 training slab (thinner slabs or fewer test slabs)")
     start = z_first + (span - count * thickness) // 2
-    test = {int((i + 0.5) * count / num_test) for i in range(num_test)}
+    test = {int((i + 0.5) * count / num_test) for i in range(num_test)} if num_test else set()
     return [Slab(i, start + i * thickness, start + (i + 1) * thickness, "test" if i in test else "train")
             for i in range(count)]
 
@@ -290,14 +293,15 @@ def format_summary(result: Colin27Dataset, raw_root: str) -> str:
     test = [s for s in result.slabs if s.split == "test"]
     z, y, x = result.case_shape_zyx
     lines = [f"wrote {result.folder}",
-             f"  cases: {len(train)} training + {len(test)} test slabs (test: {', '.join(s.case for s in test)})",
+             f"  cases: {len(train)} training + {len(test)} test slabs "
+             + (f"(test: {', '.join(s.case for s in test)})" if test else "(cross-validation only)"),
              f"  shape (z, y, x): {z} x {y} x {x} voxels; spacing (z, y, x): "
              + " x ".join(f"{v:g}" for v in result.spacing_zyx) + " mm",
              f"  {'class':<16}{'label':>6}{'train voxels':>14}{'test voxels':>13}"]
     for name, label in list(result.labels.items())[1:]:
         lines.append(f"  {name:<16}{label:>6}{result.voxels_per_class['train'][name]:>14}"
                      f"{result.voxels_per_class['test'][name]:>13}")
-    if result.missing_classes("test"):
+    if test and result.missing_classes("test"):
         lines.append(f"  note: no test voxels for {result.missing_classes('test')}: their test Dice is undefined")
     lines.append("  one subject: this shows the pipeline and fitting on real anatomy, not generalisation")
     d, folder, out = result.dataset_id, result.folder, "predictions_colin27"
@@ -306,7 +310,9 @@ def format_summary(result: Colin27Dataset, raw_root: str) -> str:
     if os.environ.get("nnUNet_raw") != raw_root:
         lines.append(f"  export nnUNet_raw={raw_root} nnUNet_preprocessed=... nnUNet_results=...")
     lines += [f"  nnUNetv2_plan_and_preprocess -d {d} -c 2d --verify_dataset_integrity",
-              f"  nnUNetv2_train {d} 2d 0 -tr nnUNetTrainerSegDINO -device cpu   (and -tr nnUNetTrainer to compare)",
-              f"  nnUNetv2_predict -i {folder}/imagesTs -o {out} -d {d} -c 2d -tr nnUNetTrainerSegDINO -f 0 -device cpu",
-              f"  nnUNetv2_evaluate_folder {folder}/labelsTs {out} -djfile {folder}/dataset.json -pfile {plans}"]
+              f"  nnUNetv2_train {d} 2d 0 -tr nnUNetTrainerSegDINO -device cpu   (and -tr nnUNetTrainer to compare)"]
+    if test:
+        lines += [f"  nnUNetv2_predict -i {folder}/imagesTs -o {out} -d {d} -c 2d -tr nnUNetTrainerSegDINO -f 0 "
+                  "-device cpu",
+                  f"  nnUNetv2_evaluate_folder {folder}/labelsTs {out} -djfile {folder}/dataset.json -pfile {plans}"]
     return "\n".join(lines)

@@ -9,7 +9,8 @@ paper's optimiser. This base owns every integration rule, hook by hook:
   to a multiple of the ViT patch (and of the adapter's stride) *in the plans*, so `nnUNetv2_predict`
   tiles with it; records a slab's neighbour mode and fusion there.
 - `build_network_architecture` (classmethod, also called by the predictor with no trainer
-  instance): builds the network from class attributes plus the records kept in the plans; the
+  instance): builds the network from class attributes plus the records kept in the plans (the
+  network's own arguments among them, `network_record.py`, written by `__init__`); the
   input recipe (`input_recipe.py`: resolved, checked and recorded by `__init__` before nnU-Net writes)
   puts its module in front of the encoder; a slab configuration makes it a slab network.
 - `initialize`: loads the backbone weights after nnU-Net built (and maybe compiled) the network,
@@ -52,6 +53,7 @@ from ..networks.input_recipes import apply_input_recipe
 from ..networks.slab import make_slab
 from ..plans import PLANS_RECORD_KEY, rounded_patch_size, update_configuration
 from .input_recipe import INPUT_RECIPE_KEY, describe_recipe, input_recipe_record, input_record
+from .network_record import NETWORK_RECORD_KEY, network_kwargs_for, network_record
 from .records import CHECKPOINT_ORDER, other_folds_weights, write_atomically, write_fold_weights_record
 from .progress import sliding_window_progress
 from .schedules import EpochLRSchedule
@@ -110,7 +112,8 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
     # --- what a per-paper trainer declares ---------------------------------------------------
     network_class: Type[DinoSegmentationNetwork] = None
     backbone: str = None
-    network_kwargs: Dict[str, object] = {}
+    network_kwargs: Dict[str, object] = {}  # JSON values: recorded in the plans (network_record.py)
+    unrecorded_network_kwargs: Dict[str, object] = {}  # what models trained before that record used instead
     optimizer_name: str = "adamw"           # 'adamw', 'adam' (L2 weight decay) or 'sgd' (nesterov, momentum 0.99)
     learning_rate: float = 1e-4
     weight_decay_value: float = 1e-4
@@ -161,9 +164,12 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
                                    f"{self.patch_multiple()}), written to the plans")
         channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
         slab = slab_record(type(self), self.configuration_manager, channels, input_recipe)
+        network_kwargs, kept_note = network_record(type(self), self.output_folder_base, configuration)
         self.plans_manager, self.configuration_manager = update_configuration(
             self.plans_manager, configuration, patch_size=list(patch), **{INPUT_RECIPE_KEY: input_recipe},
-            **({SLAB_RECORD_KEY: slab} if slab else {}))
+            **{NETWORK_RECORD_KEY: network_kwargs}, **({SLAB_RECORD_KEY: slab} if slab else {}))
+        if kept_note:
+            self.print_to_log_file(kept_note)
         self.print_to_log_file(f"nnunet-dino: {describe_recipe(input_recipe)}")
         if slab:
             self.print_to_log_file(f"nnunet-dino: {describe_slab(slab)}")
@@ -207,7 +213,8 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
         imagenet = not recipe and num_input_channels == 3 and all(
             n == "RGBTo01Normalization" for n in configuration_manager.normalization_schemes)
         network = cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,
-                                    backbone=cls.backbone, imagenet_normalize=imagenet, **cls.network_kwargs)
+                                    backbone=cls.backbone, imagenet_normalize=imagenet,
+                                    **network_kwargs_for(cls, configuration_manager.configuration))
         if cls.adaptation.trains:
             network.backbone.adapt(cls.adaptation)
         network.backbone.set_train_augmentation(**cls.backbone_train_augmentation)
