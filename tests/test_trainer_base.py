@@ -257,5 +257,5 @@ def test_demo_twins_keep_their_parents_model_and_shorten_only_budget_seed_and_wa
         assert twin.adaptation == expected
     ft = trainers.nnUNetTrainerUDFA_S_FT_demo.adaptation
     assert ft.mode == "full" and ft.warmup_epochs == trainers.DEMO_WARMUP_EPOCHS and ft.layer_decay == 0.9
-    assert trainers.nnUNetTrainerUDFA_S_demo.network_kwargs == {"spa": "paper"}  # the default SPA: three scales
-    assert trainers.nnUNetTrainerUDFA_S_SPA5_demo.network_kwargs == {"spa": "nnunet"}
+    assert trainers.nnUNetTrainerUDFA_S_demo.network_kwargs == {"spa": "nnunet"}
+    assert trainers.nnUNetTrainerUDFA_S_SPA3_demo.network_kwargs == {"spa": "paper"}

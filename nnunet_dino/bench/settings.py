@@ -8,10 +8,10 @@ from typing import Optional, Tuple
 FAMILIES = {
     "segdino": ("nnUNetTrainerSegDINO", "nnUNetTrainerSegDINO_B"),
     "udfa": ("nnUNetTrainerUDFA_S", "nnUNetTrainerUDFA"),
-    "udfa_spa5": ("nnUNetTrainerUDFA_S_SPA5", "nnUNetTrainerUDFA_SPA5"),
+    "udfa_spa3": ("nnUNetTrainerUDFA_S_SPA3", "nnUNetTrainerUDFA_SPA3"),
     "dinounet": ("nnUNetTrainerDinoUNet", "nnUNetTrainerDinoUNet_B"),
 }
-FAMILY_NAMES = {"nnunet": "nnUNetTrainer", "segdino": "SegDINO", "udfa": "U-DFA", "udfa_spa5": "U-DFA (5-stage SPA)",
+FAMILY_NAMES = {"nnunet": "nnUNetTrainer", "segdino": "SegDINO", "udfa": "U-DFA", "udfa_spa3": "U-DFA (3-scale SPA)",
                 "dinounet": "Dino U-Net"}
 EXTRACTOR_ONLY = ("segdino", "dinounet")  # the backbone runs under no_grad, outside the autograd graph
 MIRROR_AXES_2D = (0, 1)                   # nnUNetTrainer's inference_allowed_mirroring_axes for 2D
@@ -35,7 +35,7 @@ class BenchSettings:
     repeats: int = 5
     warmup: int = 2
     device: str = "cpu"
-    families: Tuple[str, ...] = ("segdino", "udfa", "dinounet")  # one per paper; `udfa_spa5` on request
+    families: Tuple[str, ...] = ("segdino", "udfa", "dinounet")  # one per paper; `udfa_spa3` on request
     input_channels: int = 1
     num_classes: int = 4
     case: Optional[Tuple[int, int]] = None   # sliding-window case (H, W); default twice the patch

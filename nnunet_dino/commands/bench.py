@@ -1,7 +1,7 @@
 """`nnunet-dino bench`: nnUNetTrainer vs each DINO family at one patch and batch."""
 from ..errors import OptionError
 
-FAMILY_CHOICES = ["segdino", "udfa", "dinounet", "udfa_spa5"]
+FAMILY_CHOICES = ["segdino", "udfa", "dinounet", "udfa_spa3"]
 
 
 def add_parser(subparsers) -> None:
@@ -14,7 +14,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed warm-up repetitions (default 2)")
     p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
     p.add_argument("--families", nargs="+", default=FAMILY_CHOICES[:3], choices=FAMILY_CHOICES,
-                   help="plugin families (nnUNetTrainer always runs); udfa_spa5: U-DFA-S with the 5-stage SPA")
+                   help="plugin families (nnUNetTrainer always runs); udfa_spa3: U-DFA-S with the 3-scale SPA")
     p.add_argument("--channels", type=int, default=1, help="input channels (default 1)")
     p.add_argument("--classes", type=int, default=4, help="output classes incl. background (default 4)")
     p.add_argument("--case", type=int, nargs=2, default=None, metavar=("H", "W"),

@@ -173,6 +173,8 @@ class DinoSegmentationNetwork(nn.Module):
 
     #: H and W must also be multiples of this (besides the ViT patch), e.g. 32 for Dino U-Net
     extra_pad_multiple: int = 1
+    #: the smallest H and W a training patch may have (the trainer enlarges smaller plans to it)
+    min_input_size: int = 1
     #: whether `segment` feeds the mapped image to a trainable module (a CNN branch), not only to the
     #: frozen encoder: only then can a learnable channel mix learn (see InputToRGB)
     image_reaches_trainable_path: bool = False

@@ -276,6 +276,7 @@ class DinoUNet(DinoSegmentationNetwork):
     """
 
     extra_pad_multiple = 32
+    min_input_size = 64  # its /32 stage needs 2 x 2 pixels: instance norm cannot train on one
     image_reaches_trainable_path = True  # the spatial prior module reads the mapped image
     slab_fusion_points = ("decoder.stages.0", "decoder.stages.2")  # the /4 and /1 decoder stages
 

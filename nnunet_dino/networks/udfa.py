@@ -26,9 +26,7 @@ Choices where the paper is silent:
   also skips, so the decoder reaches full resolution with CNN detail. 'paper' (the paper's three
   scales): a one-conv 32-channel /2 stem, then 64@/4, 128@/8, 256@/16, which meet the LGFAs and are
   the only skips; below /4 the decoder upsamples by learned x2 stages without skips (transposed conv
-  + 2 convs, 32 then 16 channels). README, "U-DFA's SPA", compares the two. The trainers build
-  'paper' (`nnUNetTrainerUDFA_SPA5` builds 'nnunet'); this class's default, 'nnunet', is what the
-  diagram above and the first parameter table below show.
+  + 2 convs, 32 then 16 channels). README, "U-DFA's SPA", compares the two.
 - Attention width = D with the ViT's head count (head dim 64 for S/B/L/g); MLP ratio 4 on both sides.
   Positions: fixed 2D sin-cos encodings of each cell's *pixel centre* (ViT cell i at 14i + 6.5, CNN
   cell i at stride*i), added to the query/key inputs only, so both grids share one coordinate frame.

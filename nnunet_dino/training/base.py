@@ -113,7 +113,6 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
     network_class: Type[DinoSegmentationNetwork] = None
     backbone: str = None
     network_kwargs: Dict[str, object] = {}  # JSON values: recorded in the plans (network_record.py)
-    unrecorded_network_kwargs: Dict[str, object] = {}  # what models trained before that record used instead
     optimizer_name: str = "adamw"           # 'adamw', 'adam' (L2 weight decay) or 'sgd' (nesterov, momentum 0.99)
     learning_rate: float = 1e-4
     weight_decay_value: float = 1e-4
@@ -157,11 +156,13 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
             self.save_every = 1
             self.warmup_epochs = 0
         old = tuple(self.configuration_manager.patch_size)  # a slab's K slices stay; H and W are rounded
-        in_plane = tuple(self.patch_size_value or old[-2:])
-        patch = old[:-2] + tuple(rounded_patch_size(in_plane, self.patch_multiple()))
+        in_plane = rounded_patch_size(self.patch_size_value or old[-2:], self.patch_multiple())
+        patch = old[:-2] + tuple(max(s, self.network_class.min_input_size) for s in in_plane)
         if patch != old:
+            smallest = self.network_class.min_input_size
             self.print_to_log_file(f"nnunet-dino: patch size {list(old)} -> {list(patch)} (in-plane multiple of "
-                                   f"{self.patch_multiple()}), written to the plans")
+                                   f"{self.patch_multiple()}" + (f", at least {smallest}" if smallest > 1 else "")
+                                   + "), written to the plans")
         channels = len(dataset_json.get("channel_names", dataset_json.get("modality", {})))
         slab = slab_record(type(self), self.configuration_manager, channels, input_recipe)
         network_kwargs, kept_note = network_record(type(self), self.output_folder_base, configuration)

@@ -1,15 +1,11 @@
 """The network's own arguments, recorded in the plans.
 
-A trainer's `network_kwargs` are class attributes, and a release may change them (U-DFA's default SPA
-moved from the 5-stage nnU-Net encoder to the paper's three scales). So the arguments a model is
-trained with go into its configuration (`NETWORK_RECORD_KEY`) before nnU-Net writes anything, and
-`build_network_architecture`, which the predictor calls in a fresh process, builds from that record:
-
-- a configuration with the record: its arguments, whatever the class says today;
-- a configuration trained before the record existed (it carries the plugin's training record,
-  `PLANS_RECORD_KEY`, and no network record): `network_kwargs` updated by the trainer's
-  `unrecorded_network_kwargs`, the defaults of that time where they differ from today's;
-- fresh plans (nnU-Net's preprocessed ones, the benchmark's): the class attributes.
+A trainer's `network_kwargs` (U-DFA's SPA, its fusion modules, SegDINO's head, ...) are class
+attributes, which a release or a user's subclass may change. So the arguments a model is trained with
+go into its configuration (`NETWORK_RECORD_KEY`) before nnU-Net writes anything, and
+`build_network_architecture`, which the predictor calls in a fresh process, builds from that record;
+plans without it (nnU-Net's preprocessed plans, the benchmark's, models trained before the record
+existed) build from the class attributes.
 
 All folds of a model folder share one `plans.json`, and the predictor builds one network for all of
 them. So a fold trained into a folder whose `plans.json` already exists takes that file's arguments:
@@ -20,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 from typing import Optional, Tuple
-
-from ..plans import PLANS_RECORD_KEY
 
 NETWORK_RECORD_KEY = "nnunet_dino_network"
 
@@ -36,11 +30,7 @@ def _as_json(kwargs: dict) -> dict:
 
 def network_kwargs_for(trainer_cls, configuration: dict) -> dict:
     """The arguments `trainer_cls` builds its network with from this configuration (a plans dict's entry)."""
-    if NETWORK_RECORD_KEY in configuration:
-        return dict(configuration[NETWORK_RECORD_KEY])
-    if PLANS_RECORD_KEY in configuration:
-        return {**trainer_cls.network_kwargs, **trainer_cls.unrecorded_network_kwargs}
-    return dict(trainer_cls.network_kwargs)
+    return dict(configuration.get(NETWORK_RECORD_KEY, trainer_cls.network_kwargs))
 
 
 def _model_folder_configuration(plans_file: str, configuration: str) -> Optional[dict]:
