@@ -6,11 +6,12 @@ paper's optimiser. This base owns every integration rule, hook by hook:
 - `__init__` (exact 2.8.1 signature): refuses 3D configurations other than a 2.5D slab (`slab.py`)
   *before* nnU-Net creates any folder; resolves the weights and checks their names and shapes
   (refusing to start without usable ones, before any fold folder exists); rounds the in-plane patch
-  to a multiple of the ViT patch (and of the adapter's stride) *in the plans*, so `nnUNetv2_predict`
-  tiles with it; records a slab's neighbour mode and fusion there.
+  to a multiple of the ViT patch (and of the adapter's stride, at least the network's smallest input)
+  *in the plans*, so `nnUNetv2_predict` tiles with it; records there a slab's neighbour mode and
+  fusion, and the network's arguments (`network_record.py`: those of the model folder's existing
+  folds, if any).
 - `build_network_architecture` (classmethod, also called by the predictor with no trainer
-  instance): builds the network from class attributes plus the records kept in the plans (the
-  network's own arguments among them, `network_record.py`, written by `__init__`); the
+  instance): builds the network from class attributes plus the records kept in the plans; the
   input recipe (`input_recipe.py`: resolved, checked and recorded by `__init__` before nnU-Net writes)
   puts its module in front of the encoder; a slab configuration makes it a slab network.
 - `initialize`: loads the backbone weights after nnU-Net built (and maybe compiled) the network,
