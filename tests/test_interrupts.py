@@ -18,6 +18,13 @@ def _wait_for(predicate, timeout_s: float = 120.0, what: str = "") -> None:
         time.sleep(0.02)
 
 
+def _sigint_default() -> None:
+    """Children start with Ctrl-C's default action even when this suite runs in a background job (whose
+    shell ignores SIGINT, and an ignored signal stays ignored across exec: Python would not install its
+    KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(process: subprocess.Popen, within_s: float = 20.0):
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=within_s)
@@ -32,7 +39,7 @@ def test_ctrl_c_during_onboarding_removes_the_staging_folder(tmp_path):
     process = subprocess.Popen([CLI, "onboard", os.path.join(source, "imagesTr"), os.path.join(source, "labelsTr"),
                                 "-d", "12", "-n", "Stop", "--image-pattern", "{case}_{channel}.nii.gz",
                                 "--no-progress", "-np", "1"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
     _wait_for(lambda: any(".onboarding-" in d for d in os.listdir(raw)) or process.poll() is not None,
               what="the staging folder")
     assert process.poll() is None, "onboarding finished before it could be interrupted"
@@ -61,7 +68,7 @@ def test_ctrl_c_stops_the_nnunet_child_process(tmp_path):
             sys.exit(130)
     """)
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=_sigint_default)
     _wait_for(lambda: pid_file.exists() and pid_file.read_text(), what="the child process")
     child = int(pid_file.read_text())
     code, err = _interrupt(process)
