@@ -123,5 +123,5 @@ def test_2d_and_2_5d_models_validate_resume_select_ensemble_export_and_compare(s
     report = subprocess.run(_cli("report", "-d", str(DATASET), "-tr", *specs, "--folds", "0", "--resamples", "200",
                                  "-o", report_folder), env=env, capture_output=True, text=True)
     assert report.returncode == 0, report.stdout + report.stderr
-    rows = json.load(open(os.path.join(report_folder, "report.json")))
-    assert "2.5d" in json.dumps(rows) and "2d" in json.dumps(rows)
+    models = json.load(open(os.path.join(report_folder, "report.json")))["models"]  # 2d's spec omits ':2d'
+    assert models[f"{TRAINER}:2.5d"]["patch_size"][0] == 5 and len(models[TRAINER]["patch_size"]) == 2

@@ -44,7 +44,7 @@ def _model_folder_configuration(plans_file: str, configuration: str) -> Optional
 def network_record(trainer_cls, model_folder: str, configuration: str) -> Tuple[dict, Optional[str]]:
     """(the arguments to record for a fold trained into `model_folder`, a log line when they are the
     folder's rather than the class's)."""
-    own = _as_json(dict(trainer_cls.network_kwargs))
+    own = _as_json(trainer_cls.network_kwargs)
     existing = _model_folder_configuration(os.path.join(model_folder, "plans.json"), configuration)
     if existing is None:
         return own, None
