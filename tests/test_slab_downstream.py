@@ -1,7 +1,9 @@
 """2.5D through the rest of nnU-Net, each step its own process: SegDINO and Dino U-Net train and predict
 in `2.5d` (U-DFA: tests/test_slab_e2e.py); then, for one trainer in `2d` and `2.5d`, `--val --npz`,
 `--c`, `nnUNetv2_find_best_configuration -c 2d 2.5d`, `nnUNetv2_ensemble` of the two, export to zip
-and install into a fresh results folder, and `nnunet-dino crossval` / `report` over both."""
+and install into a fresh results folder, and `nnunet-dino crossval` / `report` over both; and
+`nnunet-dino select` over both beside nnU-Net's own `3d_fullres` model; and the encoder adaptation modes
+(LoRA, full fine-tuning) in `2.5d`."""
 import json
 import os
 import subprocess
@@ -10,7 +12,9 @@ import sys
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
+from nnunet_dino.backbones import FrozenDinoBackbone, get_backbone_spec, load_backbone_weights, locate_weights
 from nnunet_dino.datasets.slab_synthetic import make_synthetic_slabs
 from nnunet_dino.nnunet import model_folder, nnunet_environment, plan_and_preprocess, predict, train
 from nnunet_dino.nnunet.runner import run_step
@@ -40,10 +44,19 @@ def slabs(tmp_path_factory):
     work = tmp_path_factory.mktemp("slab_downstream")
     env = dict(nnunet_environment(str(work / "nnunet"), clean_environment()), nnUNet_dino_weights="random")
     raw = make_synthetic_slabs(env["nnUNet_raw"], DATASET, num_train=6, shape=(10, 32, 32))
-    plan_and_preprocess(DATASET, env)
+    plan_and_preprocess(DATASET, env, configurations=("2d", "3d_fullres"))
     subprocess.run(_cli("plan", "-d", str(DATASET), "--preset", "2.5d", "-np", "1"), env=env, check=True,
                    capture_output=True)
     return {"env": env, "raw": raw, "name": os.path.basename(raw), "work": work}
+
+
+@pytest.fixture(scope="module")
+def trained(slabs):
+    """Fold 0 of one trainer in 2d and 2.5d, with validation softmax (.npz)."""
+    for configuration in ("2d", "2.5d"):
+        train(DATASET, TRAINER, slabs["env"], configuration=configuration, extra=["--npz"])
+    return {c: model_folder(slabs["name"], TRAINER, "nnUNetPlans", c, results=slabs["env"]["nnUNet_results"])
+            for c in ("2d", "2.5d")}
 
 
 @pytest.mark.parametrize("trainer", ["nnUNetTrainerSegDINO_debug", "nnUNetTrainerDinoUNet_debug"])
@@ -65,11 +78,8 @@ def test_each_family_trains_and_predicts_in_2_5d(slabs, trainer, tmp_path):
         assert set(np.unique(label)) <= {0, 1, 2}
 
 
-def test_2d_and_2_5d_models_validate_resume_select_ensemble_export_and_compare(slabs):
-    env, name, work = slabs["env"], slabs["name"], slabs["work"]
-    models = {c: model_folder(name, TRAINER, "nnUNetPlans", c, results=env["nnUNet_results"]) for c in ("2d", "2.5d")}
-    for configuration in ("2d", "2.5d"):
-        train(DATASET, TRAINER, env, configuration=configuration, extra=["--npz"])
+def test_2d_and_2_5d_models_validate_resume_select_ensemble_export_and_compare(slabs, trained):
+    env, name, work, models = slabs["env"], slabs["name"], slabs["work"], trained
     validation = os.path.join(models["2.5d"], "fold_0", "validation")
     os.remove(os.path.join(validation, "summary.json"))
     for npz in [f for f in os.listdir(validation) if f.endswith(".npz")]:
@@ -125,3 +135,59 @@ def test_2d_and_2_5d_models_validate_resume_select_ensemble_export_and_compare(s
     assert report.returncode == 0, report.stdout + report.stderr
     models = json.load(open(os.path.join(report_folder, "report.json")))["models"]  # 2d's spec omits ':2d'
     assert models[f"{TRAINER}:2.5d"]["patch_size"][0] == 5 and len(models[TRAINER]["patch_size"]) == 2
+
+
+def test_select_weighs_nnunets_own_3d_fullres_against_the_2d_and_2_5d_models(slabs, trained):
+    env, name = slabs["env"], slabs["name"]
+    models = ["nnUNetTrainer_debug:3d_fullres", f"{TRAINER}:2d", f"{TRAINER}:2.5d"]
+    select = _cli("select", "-d", str(DATASET), "-tr", *models, "--folds", "0")
+    refused = subprocess.run(select, env=env, capture_output=True, text=True)  # nnU-Net's model is not trained
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "nnUNetTrainer_debug:3d_fullres fold 0: train from scratch" in refused.stderr
+    labels = f"nnUNetTrainer_debug:3d_fullres {TRAINER} {TRAINER}:2.5d"  # a model's label omits the default 2d
+    assert f"nnunet-dino crossval -d {name} -tr {labels} --folds 0 --npz" in refused.stderr
+
+    train(DATASET, "nnUNetTrainer_debug", env, configuration="3d_fullres", extra=["--npz"])
+    chosen = subprocess.run(select, env=env, capture_output=True, text=True)
+    assert chosen.returncode == 0, chosen.stdout + chosen.stderr
+    record = json.load(open(os.path.join(env["nnUNet_results"], name, "inference_information.json")))
+    results = record["all_results"]
+    singles = {k for k in results if not k.startswith("ensemble___")}
+    assert singles == {"nnUNetTrainer_debug__nnUNetPlans__3d_fullres", f"{TRAINER}__nnUNetPlans__2d",
+                       f"{TRAINER}__nnUNetPlans__2.5d"}
+    assert len(results) == 6  # and the three pairwise ensembles, the 3D U-Net with each DINO model among them
+    assert sum("3d_fullres" in k and "2.5d" in k for k in results if k.startswith("ensemble___")) == 1
+    best = record["best_model_or_ensemble"]
+    assert results[max(results, key=results.get)] == best["result_on_crossval_pre_pp"]
+    picked = " + ".join(f"{m['trainer']}:{m['configuration']}:{m['plans_identifier']}"
+                        for m in best["selected_model_or_models"])
+    assert f"best: {picked} (cross-validation mean foreground Dice" in chosen.stdout
+
+
+@pytest.mark.parametrize("trainer,mode", [("nnUNetTrainerSegDINO_LoRA_debug", "lora"),
+                                          ("nnUNetTrainerSegDINO_FT_debug", "full")])
+def test_adapted_encoders_train_on_slabs_and_predict_in_a_new_process(slabs, trainer, mode, tmp_path):
+    env = dict(slabs["env"], nnUNet_results=str(tmp_path / "results"))
+    train(DATASET, trainer, env, configuration="2.5d")
+    model = model_folder(slabs["name"], trainer, "nnUNetPlans", "2.5d", results=env["nnUNet_results"])
+    saved = json.load(open(os.path.join(model, "plans.json")))["configurations"]["2.5d"]
+    record = json.load(open(os.path.join(model, "fold_0", "backbone_weights.json")))
+    assert saved["nnunet_dino_slab"]["slices"] == 5 and record["adaptation"]["mode"] == mode
+    weights = torch.load(os.path.join(model, "fold_0", "checkpoint_final.pth"), map_location="cpu",
+                         weights_only=False)["network_weights"]
+    encoder = {k.split(".", 1)[1]: v for k, v in weights.items() if k.startswith("backbone.")}
+    if mode == "lora":  # only the low-rank factors are stored, and they have left their zero start
+        assert encoder and all(k.startswith("lora.") for k in encoder)
+        assert any(float(v.abs().sum()) > 0 for k, v in encoder.items() if k.endswith("up"))
+    else:  # the whole encoder is stored, and it moved away from the backbone it started from
+        start = FrozenDinoBackbone(get_backbone_spec("dinov3_vits16"))
+        load_backbone_weights(start, locate_weights(start.spec, "random"))
+        initial = start.state_dict()
+        assert initial.keys() <= set(encoder)
+        assert not torch.equal(encoder["vit.blocks.11.attn.qkv.weight"], initial["vit.blocks.11.attn.qkv.weight"])
+    predictions = str(tmp_path / "predictions")
+    images = os.path.join(slabs["raw"], "imagesTs")
+    predict(DATASET, trainer, images, predictions, env, configuration="2.5d")
+    for case in _labels(predictions):
+        assert _geometry(os.path.join(predictions, case)) == _geometry(
+            os.path.join(images, case.replace(".nii.gz", "_0000.nii.gz")))

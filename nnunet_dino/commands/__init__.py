@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 #: in the order `nnunet-dino --help` lists them
-COMMANDS = ("doctor", "env", "make_dataset", "onboard", "plan", "crossval", "report", "evaluate", "bundle",
+COMMANDS = ("doctor", "env", "make_dataset", "onboard", "plan", "crossval", "report", "select", "evaluate", "bundle",
             "weights", "pretrain", "bench", "gpu_check", "demo")
 
 
