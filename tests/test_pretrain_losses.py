@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from dino_weights_helpers import tiny_spec
 from nnunet_dino.backbones.frozen import build_timm_vit
 from nnunet_dino.pretrain.augment import random_masks
-from nnunet_dino.pretrain.losses import (Centre, dino_loss, gram_loss, ibot_loss, koleo_loss,
+from nnunet_dino.pretrain.losses import (Centre, dino_loss, gram_loss, ibot_loss, koleo_loss, sinkhorn_knopp,
                                          teacher_probabilities)
 from nnunet_dino.pretrain.model import PretrainNetwork, ema_update_, make_teacher
 from nnunet_dino.pretrain.recipe import Recipe, parameter_groups, schedule
@@ -100,6 +100,24 @@ def test_centre_is_an_ema_of_the_batch_mean_and_centres_the_teacher_softmax():
     scores = torch.tensor([[0.5, 0.1, 0.3]])
     expected = torch.tensor([_softmax([(scores[0, k] - centre.value[0, k]).item() / 0.07 for k in range(3)])])
     assert torch.allclose(teacher_probabilities(scores, centre.value, 0.07), expected, atol=1e-6)
+
+
+def test_sinkhorn_knopp_balances_prototypes_and_normalises_rows():
+    gen = torch.Generator().manual_seed(4)
+    scores = torch.rand(6, 4, generator=gen, dtype=torch.float64) * 2 - 1  # cosines
+    q = np.exp(scores.numpy() / 0.05).T  # (K, N), recomputed by hand: rows = prototypes
+    q /= q.sum()
+    for _ in range(3):
+        q /= q.sum(axis=1, keepdims=True) * 4
+        q /= q.sum(axis=0, keepdims=True) * 6
+    expected = (q * 6).T
+    probs = sinkhorn_knopp(scores, 0.05).numpy()
+    np.testing.assert_allclose(probs, expected, rtol=1e-5)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)  # each image a distribution
+    converged = sinkhorn_knopp(scores, 0.05, iterations=50).numpy()
+    np.testing.assert_allclose(converged.sum(axis=0), 6 / 4, rtol=1e-2)  # each prototype a K-th of the batch
+    plain = teacher_probabilities(scores, torch.zeros(1, 4, dtype=torch.float64), 0.05).numpy()
+    assert np.abs(probs.sum(axis=0) - 6 / 4).sum() < 0.6 * np.abs(plain.sum(axis=0) - 6 / 4).sum()
 
 
 def test_teacher_is_the_ema_of_the_student_parameter_by_parameter():

@@ -14,6 +14,7 @@ RECIPE_OPTIONS = (
     ("--prototypes", "prototypes", int, "DINO/iBOT head prototypes (default: 65536)"),
     ("--head-hidden", "head_hidden", int, "head MLP width (default: 2048)"),
     ("--head-bottleneck", "head_bottleneck", int, "head bottleneck width (default: 256)"),
+    ("--dino-weight", "dino_weight", float, "DINO (class token) loss weight (default: 1)"),
     ("--ibot-weight", "ibot_weight", float, "iBOT loss weight (default: 1)"),
     ("--koleo-weight", "koleo_weight", float, "KoLeo weight (default: 0.1)"),
     ("--gram-weight", "gram_weight", float, "DINOv3 Gram anchoring weight (default: 0, off)"),
@@ -22,6 +23,7 @@ RECIPE_OPTIONS = (
     ("--case-pool", "case_pool", int, "cases held in memory, one swapped per step (default: 64)"),
     ("--save-every", "save_every", int, "steps between saves of the resumable state (default: 200)"),
     ("--seed", "seed", int, "random seed (default: 0)"),
+    ("--centring", "centring", str, "teacher centring: centre (EMA) or sinkhorn (Sinkhorn-Knopp) (default: centre)"),
 )
 
 

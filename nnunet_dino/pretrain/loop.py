@@ -27,7 +27,7 @@ from ..errors import ExistingOutputError, OptionError
 from ..training.records import write_atomically
 from .augment import multi_crop, random_masks
 from .data import Case, SlicePool
-from .losses import Centre, dino_loss, gram_loss, ibot_loss, koleo_loss, teacher_probabilities
+from .losses import Centre, dino_loss, gram_loss, ibot_loss, koleo_loss, sinkhorn_knopp, teacher_probabilities
 from .model import PretrainNetwork, ema_update_, make_teacher
 from .recipe import Recipe, apply_schedule, parameter_groups, schedule
 from .record import final_losses, output_paths, plot_losses, starting_weights_record, write_backbone, write_record
@@ -170,14 +170,19 @@ class PretrainRun:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def teacher_probabilities(self, scores: torch.Tensor, centre: Centre, temperature: float) -> torch.Tensor:
+        if self.recipe.centring == "sinkhorn":
+            return sinkhorn_knopp(scores, temperature)
+        return teacher_probabilities(scores, centre.value, temperature)
+
     def losses(self, student: Dict[str, torch.Tensor], teacher: Dict[str, torch.Tensor], masks: torch.Tensor,
                temperature: float, gram_target: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
         r = self.recipe
         crops = list(student["dino"].chunk(2))
         if "dino_local" in student:
             crops += list(student["dino_local"].chunk(r.local_crops))
-        teacher_dino = teacher_probabilities(teacher["dino"], self.dino_centre.value, temperature)
-        teacher_ibot = teacher_probabilities(teacher["ibot"], self.ibot_centre.value, temperature)
+        teacher_dino = self.teacher_probabilities(teacher["dino"], self.dino_centre, temperature)
+        teacher_ibot = self.teacher_probabilities(teacher["ibot"], self.ibot_centre, temperature)
         out = {"dino": dino_loss(crops, list(teacher_dino.chunk(2)), r.student_temp),
                "ibot": ibot_loss(student["ibot"], teacher_ibot, masks, r.student_temp),
                "koleo": sum(koleo_loss(c) for c in student["cls"].chunk(2)),

@@ -9,6 +9,10 @@
 - Centring: the centre is an EMA of the mean teacher score vector (over the images, for iBOT over the
   masked patches): centre <- m * centre + (1 - m) * batch mean, after the teacher's probabilities
   of the step have been computed with the old centre; under DDP the mean is over every rank.
+- Sinkhorn-Knopp centring (DINOv2's `sinkhorn_knopp_teacher`, the alternative to the EMA centre): the
+  teacher's probabilities are exp(scores / temperature) rescaled alternately so that every prototype
+  gets an equal share of the batch and every row sums to 1 (3 iterations), which rules out the
+  collapse to one prototype and to uniform outputs; under DDP the sums run over every rank.
 - KoLeo: -mean log(distance of each L2-normalised vector to its nearest other one) (Sablayrolles et al.).
 - Gram anchoring: mean squared difference between the patch-similarity (Gram) matrices of the
   student and of an earlier teacher, per image, on L2-normalised patch features.
@@ -24,6 +28,28 @@ from torch import nn
 
 def teacher_probabilities(scores: torch.Tensor, centre: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.softmax((scores.float() - centre) / temperature, dim=-1)
+
+
+def _all_reduce_(tensor: torch.Tensor) -> torch.Tensor:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(tensor)
+    return tensor
+
+
+@torch.no_grad()
+def sinkhorn_knopp(scores: torch.Tensor, temperature: float, iterations: int = 3) -> torch.Tensor:
+    """(N, K) teacher scores (cosines, in [-1, 1]: exp cannot overflow) -> (N, K) probabilities, each
+    row summing to 1 and each prototype's column to N / K (up to the last row normalisation)."""
+    q = torch.exp(scores.float() / temperature).t()  # (K, N)
+    prototypes = q.shape[0]
+    rows = _all_reduce_(torch.tensor(float(q.shape[1]), device=q.device))
+    q /= _all_reduce_(q.sum())
+    for _ in range(iterations):
+        q /= _all_reduce_(q.sum(dim=1, keepdim=True))
+        q /= prototypes
+        q /= q.sum(dim=0, keepdim=True)
+        q /= rows
+    return (q * rows).t()
 
 
 def _cross_entropy(teacher_probs: torch.Tensor, student_scores: torch.Tensor, student_temp: float) -> torch.Tensor:

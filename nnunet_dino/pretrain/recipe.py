@@ -18,6 +18,9 @@ from typing import Dict, List, Tuple
 from ..errors import OptionError
 
 
+CENTRINGS = ("centre", "sinkhorn")
+
+
 @dataclass(frozen=True)
 class Recipe:
     steps: int = 10000
@@ -43,6 +46,7 @@ class Recipe:
     teacher_temp_warmup_fraction: float = 0.3
     student_temp: float = 0.1
     centre_momentum: float = 0.9
+    centring: str = "centre"                # or "sinkhorn" (Sinkhorn-Knopp)
     prototypes: int = 65536
     head_hidden: int = 2048
     head_bottleneck: int = 256
@@ -68,6 +72,8 @@ class Recipe:
     def check(self) -> None:
         if self.steps < 1 or self.batch_size < 2:
             raise OptionError("--steps must be >= 1 and --batch-size >= 2 (KoLeo needs two images)")
+        if self.centring not in CENTRINGS:
+            raise OptionError(f"--centring {self.centring!r}: choose one of {', '.join(CENTRINGS)}")
         for name in ("global_scale", "local_scale", "mask_ratio"):
             low, high = getattr(self, name)
             if not 0 < low <= high <= 1:

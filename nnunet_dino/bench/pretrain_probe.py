@@ -1,0 +1,90 @@
+"""`python -m nnunet_dino.bench.pretrain_probe WORKDIR [--steps N]`: what `nnunet-dino pretrain` teaches
+a frozen encoder on real anatomy, measured with a linear probe.
+
+Builds the Colin27/AAL dataset (1 mm, grey-matter structures; needs the `make realdata` files) in
+WORKDIR, pretrains a tiny DINOv3-style ViT (dim 64, 4 blocks, patch 16: CPU-sized) from RANDOM weights
+on the training slabs' slices (labels unused), then trains the same linear probe (`pretrain/probe.py`,
+all four blocks' patch features of 2x-upsampled slices) for the random and the pretrained encoder on
+the training slices and scores it on the held-out test slabs (Dice per structure at the patch grid).
+Prints JSON: the Dice of both, the pretraining CPU and wall time, the recipe.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..backbones import FrozenDinoBackbone, get_backbone_spec, load_backbone_weights, locate_weights, registry
+from ..cli import main as cli_main
+from ..datasets.colin27 import make_colin27_dataset
+from ..nnunet import nnunet_environment
+from ..onboarding.imageio import read_array
+from ..pretrain.probe import linear_probe_dice, patch_features, patch_labels
+from .gpu_check import TINY_BACKBONE
+
+RECIPE = ["--batch-size", "16", "--global-size", "112", "--local-size", "48", "--local-crops", "2",
+          "--prototypes", "256", "--head-hidden", "128", "--head-bottleneck", "64", "--lr", "2e-3",
+          "--mask-probability", "1.0", "--dino-weight", "0", "--source", "raw"]
+
+
+def _slices(folder: str, split: str):
+    """Every slice of the split's cases, z-scored per case: (N, 1, 2H', 2W') images, (N, 2H', 2W') labels."""
+    images, labels = [], []
+    image_folder = os.path.join(folder, f"images{split}")
+    for name in sorted(os.listdir(image_folder)):
+        volume = read_array(os.path.join(image_folder, name))[0].astype(np.float32)
+        label = read_array(os.path.join(folder, f"labels{split}", name.replace("_0000", "")), True)[0]
+        images += list((volume - volume.mean()) / volume.std())
+        labels += list(label)
+    x = torch.from_numpy(np.stack(images))[:, None]
+    y = torch.from_numpy(np.stack(labels).astype(np.int64))[:, None].float()
+    size = [2 * s // 16 * 16 for s in x.shape[-2:]]
+    return F.interpolate(x, size=size, mode="bilinear"), F.interpolate(y, size=size, mode="nearest")[:, 0].long()
+
+
+def _probe(spec, setting: str, train, test, classes: int):
+    backbone = FrozenDinoBackbone(spec)
+    load_backbone_weights(backbone, locate_weights(spec, setting))
+    taps = list(range(spec.depth))
+    dice = linear_probe_dice(patch_features(backbone, train[0], taps), patch_labels(train[1], spec.patch_size, classes),
+                             patch_features(backbone, test[0], taps), patch_labels(test[1], spec.patch_size, classes),
+                             classes)
+    return [round(d, 4) for d in dice]
+
+
+def run(work: str, steps: int) -> dict:
+    env = nnunet_environment(work)
+    os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
+    spec = get_backbone_spec("dinov3_vits16").variant("tiny_dinov3_vits16", **TINY_BACKBONE)
+    registry._REGISTRY[spec.name] = spec  # the command names backbones by registry name
+    dataset = make_colin27_dataset(env["nnUNet_raw"], 904, grouping="grey", overwrite=True)
+    out = os.path.join(work, f"colin27_tiny_{steps}.pth")
+    cpu, wall = time.process_time(), time.time()
+    if cli_main(["pretrain", "-d", "904", "--backbone", spec.name, "--init", "random", "--steps", str(steps),
+                 "--save-every", "500", "--overwrite", "--restart", *RECIPE, "-o", out]) != 0:
+        raise SystemExit("pretraining failed")
+    cpu, wall = time.process_time() - cpu, time.time() - wall
+    train, test = _slices(dataset.folder, "Tr"), _slices(dataset.folder, "Ts")
+    classes = len(dataset.labels)
+    result = {"backbone": "tiny DINOv3-style ViT (dim 64, 4 blocks, patch 16), pretrained from RANDOM weights",
+              "steps": steps, "recipe": RECIPE, "pretrain_cpu_s": round(cpu, 1), "pretrain_wall_s": round(wall, 1),
+              "train_slices": len(train[0]), "test_slices": len(test[0]),
+              "structures": [n for n, v in sorted(dataset.labels.items(), key=lambda kv: kv[1]) if v]}
+    for setting, key in (("random", "random"), (out, "pretrained")):
+        dice = _probe(spec, setting, train, test, classes)
+        result[key] = {"dice": dice, "mean": round(float(np.mean(dice)), 4)}
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("work")
+    parser.add_argument("--steps", type=int, default=1000)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(json.dumps(run(args.work, args.steps), indent=1))
