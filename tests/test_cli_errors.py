@@ -35,6 +35,13 @@ def _one_line_error(capsys, argv, *expected):
 def test_missing_dataset(empty_nnunet, capsys):
     _one_line_error(capsys, ["crossval", "-d", "123", "-tr", "nnUNetTrainer"], "123")
     _one_line_error(capsys, ["report", "-d", "Dataset123_Nothing", "-tr", "nnUNetTrainer"], "Dataset123_Nothing")
+    _one_line_error(capsys, ["select", "-d", "123", "-tr", "nnUNetTrainer:3d_fullres", "nnUNetTrainerSegDINO"], "123")
+
+
+def test_select_needs_two_models_and_numbered_folds(empty_nnunet, capsys):
+    _one_line_error(capsys, ["select", "-d", "123", "-tr", "nnUNetTrainerSegDINO"], "at least two models")
+    _one_line_error(capsys, ["select", "-d", "123", "-tr", "nnUNetTrainer", "nnUNetTrainerSegDINO", "--folds", "all"],
+                    "--folds all", "numbered folds")
 
 
 def test_unset_nnunet_folders(monkeypatch, capsys):

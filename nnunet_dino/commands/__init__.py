@@ -21,8 +21,9 @@ def fold_argument(text: str):
         raise argparse.ArgumentTypeError(f"{text!r} is not a fold: give a number or 'all'") from None
 
 
-def add_model_selection(parser: argparse.ArgumentParser) -> None:
-    """-d, -tr, --folds, -p, -c, --train-fractions: which trained models of which dataset (crossval, report)."""
+def add_model_selection(parser: argparse.ArgumentParser, fractions: bool = True) -> None:
+    """-d, -tr, --folds, -p, -c (and, with `fractions`, --train-fractions, --fraction-seed): which trained
+    models of which dataset (crossval, report, select)."""
     parser.add_argument("-d", "--dataset", required=True, help="dataset id or name")
     parser.add_argument("-tr", "--trainers", "--models", nargs="+", required=True, metavar="MODEL",
                         help="models as TRAINER[:CONFIGURATION[:PLANS]], e.g. nnUNetTrainer:3d_fullres:"
@@ -33,6 +34,8 @@ def add_model_selection(parser: argparse.ArgumentParser) -> None:
                         help="plans identifier of models that do not name one (default: nnUNetPlans)")
     parser.add_argument("-c", "--configuration", default="2d",
                         help="configuration of models that do not name one (default: 2d)")
+    if not fractions:
+        return
     parser.add_argument("--train-fractions", type=float, nargs="+", default=[1.0], metavar="F",
                         help="label efficiency: also train on a seeded fraction F of each fold's training cases "
                              "(same subset for every model, validation cases unchanged; 1.0 = the full-data run), "

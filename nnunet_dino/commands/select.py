@@ -7,7 +7,7 @@ def add_parser(subparsers) -> None:
                                              "(TRAINER[:CONFIGURATION[:PLANS]], e.g. nnUNetTrainer:3d_fullres beside "
                                              "nnUNetTrainerSegDINO:2.5d): best model or ensemble, postprocessing, "
                                              "inference instructions")
-    add_model_selection(p)
+    add_model_selection(p, fractions=False)
     p.add_argument("--no-ensembles", action="store_true", help="compare single models only (no .npz needed)")
     p.add_argument("-np", type=int, default=1, help="worker processes (default: 1)")
     p.set_defaults(run=run)
@@ -15,9 +15,6 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from ..crossval.selection import select_best
-    if args.train_fractions not in (None, [1.0]):
-        from ..errors import OptionError
-        raise OptionError("--train-fractions: selection uses the full-data folds only")
     result = select_best(args.dataset, args.trainers, folds=args.folds, plans=args.plans,
                          configuration=args.configuration, ensembling=not args.no_ensembles, num_processes=args.np)
     best = result["best_model_or_ensemble"]
