@@ -100,6 +100,48 @@ def test_pretrain_refuses_empty_selections_unreadable_images_and_existing_output
     assert (tmp_path / "c.pth").read_bytes() == b"precious"
 
 
+# --- DDP: two gloo processes, as `-num_gpus 2` / torchrun start them ---------------------------------------
+def _digest(module) -> list:
+    return [float(v.double().sum()) for v in module.state_dict().values() if v.is_floating_point()]
+
+
+def _ddp_worker(rank, world, port, folder, out, results):
+    from nnunet_dino.pretrain.data import select_cases
+    from nnunet_dino.pretrain.loop import PretrainJob
+    from nnunet_dino.pretrain.recipe import Recipe
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    cases, groups = select_cases(folders=[folder])
+    recipe = Recipe(steps=3, batch_size=4, global_size=32, local_size=16, local_crops=2, prototypes=32,
+                    head_hidden=32, head_bottleneck=16, save_every=3)
+    run = PretrainRun(PretrainJob(tiny_spec("dinov3_vits16"), "random", cases, groups, recipe, out, device="cpu",
+                                  progress=False))
+    try:
+        initial = _digest(run.student)
+        record = run.run()
+        results[rank] = {"initial": initial, "student": _digest(run.student), "record": record,
+                         "losses": [h["loss"] for h in run.history]}
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_processes_train_one_model_and_only_rank_0_writes(tmp_path):
+    import torch.multiprocessing as mp
+    from nnunet_dino.datasets.textures import write_texture_folder
+    folder = str(tmp_path / "unlabelled")
+    write_texture_folder(folder, 8, seed=0, size=64)
+    out = str(tmp_path / "ddp.pth")
+    results = mp.Manager().dict()
+    mp.spawn(_ddp_worker, args=(2, 29500 + os.getpid() % 1000, folder, out, results), nprocs=2, join=True)
+    assert results[0]["student"] == results[1]["student"]  # gradients averaged: one model on both ranks
+    assert results[0]["student"] != results[0]["initial"]
+    assert results[0]["losses"] != results[1]["losses"]  # each rank trains on its own slices and crops
+    assert results[0]["record"]["world_size"] == 2 and results[1]["record"] == {}  # rank 1 writes nothing
+    assert sorted(os.listdir(tmp_path)) == sorted(["unlabelled", "ddp.pth", "ddp.pretrain.json", "ddp.losses.png",
+                                                   "ddp.pretrain_state.pth"])
+
+
 # --- a plugin trainer with the written file -------------------------------------------------------------
 def test_a_debug_trainer_trains_and_predicts_with_pretrained_weights_and_the_report_flags_leakage(
         synthetic_2d, tmp_path, monkeypatch, capsys):
