@@ -83,6 +83,22 @@ def test_pretrain_resumes_an_interrupted_run_to_the_same_weights_and_records_it(
     assert "--restart" in capsys.readouterr().err
 
 
+def test_gram_anchoring_trains_against_the_teacher_of_the_last_refresh(tiny, raw_dataset, tmp_path):
+    args = ["pretrain", "-d", "990", "--backbone", tiny.name, "--init", "random", "--gram-weight", "1",
+            "--gram-refresh", "3", *TINY_RECIPE, "-o", str(tmp_path / "gram.pth")]
+    state_file = tmp_path / "gram.pretrain_state.pth"
+    assert main(args + ["--steps", "3"]) == 0
+    after_3 = torch.load(state_file, weights_only=False)
+    assert main(args + ["--steps", "5"]) == 0  # continues the finished run; the Gram teacher refreshes at step 3
+    after_5 = torch.load(state_file, weights_only=False)
+    assert after_5["gram_teacher"].keys() == after_3["teacher"].keys()
+    assert all(torch.equal(after_5["gram_teacher"][k], after_3["teacher"][k]) for k in after_3["teacher"])
+    assert not all(torch.equal(after_5["teacher"][k], after_3["teacher"][k]) for k in after_3["teacher"])
+    history = after_5["history"]
+    assert len(history) == 5 and all(h["gram"] > 0 for h in history)
+    assert all(abs(h["loss"] - h["dino"] - h["ibot"] - 0.1 * h["koleo"] - h["gram"]) < 1e-4 for h in history)
+
+
 def test_pretrain_refuses_empty_selections_unreadable_images_and_existing_outputs(tiny, tmp_path, capsys):
     base = ["pretrain", "--backbone", tiny.name, "--init", "random", "--steps", "2", *TINY_RECIPE]
     (tmp_path / "empty").mkdir()
