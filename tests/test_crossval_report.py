@@ -1,5 +1,6 @@
-"""`nnunet-dino crossval` over three `_debug` trainers x folds 0-2 (of nnU-Net's 5), killed once mid-fold and resumed, its
-`--emit` scripts, and `nnunet-dino report`, whose numbers are recomputed here from the files.
+"""`nnunet-dino crossval` over three `_debug` trainers x folds 0-2 (of nnU-Net's 5), killed once mid-fold
+and resumed, its `--emit` scripts, and `nnunet-dino report`, whose numbers are recomputed here from the
+files.
 
 Aggregation checked (as documented in nnunet_dino.crossval.statistics): per fold, a class's Dice is the mean
 over that fold's validation cases (cases where the class is in neither reference nor prediction are
@@ -202,7 +203,7 @@ def test_report_dice_and_hd95_equal_an_independent_recomputation(report):
             stats = data["summary"][trainer][key]["Dice"]
             assert stats["mean"] == pytest.approx(np.nanmean(fold_class_means[key]), abs=1e-12)
             assert stats["sd"] == pytest.approx(np.nanstd(fold_class_means[key], ddof=1), abs=1e-12)
-            assert stats["n_folds"] == 5
+            assert stats["n_folds"] == len(FOLDS)
         assert data["summary"][trainer]["mean"]["Dice"]["mean"] == pytest.approx(np.mean(fold_means), abs=1e-12)
         assert data["summary"][trainer]["mean"]["Dice"]["sd"] == pytest.approx(np.std(fold_means, ddof=1), abs=1e-12)
 
@@ -238,7 +239,7 @@ def test_report_wilcoxon_equals_scipy_on_independent_pairs(report):
     data = report["json"]
     assert data["reference"] == "nnUNetTrainer_debug"
     row = next(r for r in data["comparison"] if r["trainer"] == TRAINERS[1] and r["class_key"] == "mean")
-    assert row["n_cases"] == len(cases) == 10
+    assert row["n_cases"] == len(cases) == 2 * len(FOLDS)  # 10 cases, 2 validation cases per fold
     assert row["p_value"] == pytest.approx(expected.pvalue, rel=1e-9)
     assert row["statistic"] == pytest.approx(expected.statistic, rel=1e-9)
     assert {r["class_key"] for r in data["comparison"]} == {"mean", "1", "2"}
