@@ -120,6 +120,13 @@ def test_sinkhorn_knopp_balances_prototypes_and_normalises_rows():
     assert np.abs(probs.sum(axis=0) - 6 / 4).sum() < 0.6 * np.abs(plain.sum(axis=0) - 6 / 4).sum()
 
 
+def test_an_unknown_centring_is_refused():
+    from nnunet_dino.errors import OptionError
+    Recipe(centring="sinkhorn").check()
+    with pytest.raises(OptionError, match="--centring 'softmax': choose one of centre, sinkhorn"):
+        Recipe(centring="softmax").check()
+
+
 def test_teacher_is_the_ema_of_the_student_parameter_by_parameter():
     student = _network()
     teacher = make_teacher(student)

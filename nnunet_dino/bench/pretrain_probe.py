@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..backbones import FrozenDinoBackbone, get_backbone_spec, load_backbone_weights, locate_weights, registry
+from ..backbones import FrozenDinoBackbone, get_backbone_spec, load_backbone_weights, locate_weights
+from ..backbones.registry import register_backbone
 from ..cli import main as cli_main
 from ..datasets.colin27 import make_colin27_dataset
 from ..nnunet import nnunet_environment
@@ -60,8 +61,7 @@ def _probe(spec, setting: str, train, test, classes: int):
 def run(work: str, steps: int) -> dict:
     env = nnunet_environment(work)
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
-    spec = get_backbone_spec("dinov3_vits16").variant("tiny_dinov3_vits16", **TINY_BACKBONE)
-    registry._REGISTRY[spec.name] = spec  # the command names backbones by registry name
+    spec = register_backbone(get_backbone_spec("dinov3_vits16").variant("tiny_dinov3_vits16", **TINY_BACKBONE))
     dataset = make_colin27_dataset(env["nnUNet_raw"], 904, grouping="grey", overwrite=True)
     out = os.path.join(work, f"colin27_tiny_{steps}.pth")
     cpu, wall = time.process_time(), time.time()

@@ -12,7 +12,8 @@
 - Sinkhorn-Knopp centring (DINOv2's `sinkhorn_knopp_teacher`, the alternative to the EMA centre): the
   teacher's probabilities are exp(scores / temperature) rescaled alternately so that every prototype
   gets an equal share of the batch and every row sums to 1 (3 iterations), which rules out the
-  collapse to one prototype and to uniform outputs; under DDP the sums run over every rank.
+  collapse of every image onto one prototype (images the encoder cannot tell apart still get uniform
+  targets); under DDP the sums run over every rank.
 - KoLeo: -mean log(distance of each L2-normalised vector to its nearest other one) (Sablayrolles et al.).
 - Gram anchoring: mean squared difference between the patch-similarity (Gram) matrices of the
   student and of an earlier teacher, per image, on L2-normalised patch features.
