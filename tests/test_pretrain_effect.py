@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from dino_weights_helpers import tiny_spec
-from nnunet_dino.backbones import FrozenDinoBackbone, load_backbone_weights, locate_weights, registry
+from nnunet_dino.backbones import registry
 from nnunet_dino.cli import main
 from nnunet_dino.datasets.textures import texture_slices, write_texture_folder
-from nnunet_dino.pretrain.probe import linear_probe_dice, patch_features, patch_labels
+from nnunet_dino.pretrain.probe import probe_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 STEPS = 1000
@@ -30,16 +30,6 @@ def _stack(slices):
     return images, labels
 
 
-def _probe(spec, setting, train, test) -> float:
-    backbone = FrozenDinoBackbone(spec)
-    load_backbone_weights(backbone, locate_weights(spec, setting))
-    taps = list(range(spec.depth))
-    (train_x, train_y), (test_x, test_y) = _stack(train), _stack(test)
-    dice = linear_probe_dice(patch_features(backbone, train_x, taps), patch_labels(train_y, spec.patch_size, 3),
-                             patch_features(backbone, test_x, taps), patch_labels(test_y, spec.patch_size, 3), 3)
-    return float(np.mean(dice))
-
-
 def test_a_pretrained_encoder_beats_its_random_weights_under_a_linear_probe(monkeypatch, tmp_path):
     spec = tiny_spec("dinov3_vits16")
     monkeypatch.setitem(registry._REGISTRY, spec.name, spec)
@@ -49,5 +39,7 @@ def test_a_pretrained_encoder_beats_its_random_weights_under_a_linear_probe(monk
     assert main(["pretrain", "--folder", folder, "--backbone", spec.name, "--init", "random", "--steps", str(STEPS),
                  "--save-every", str(STEPS), *RECIPE, "-o", out]) == 0
     train, test = texture_slices(48, seed=1), texture_slices(48, seed=2)  # other slices than pretraining saw
-    random_dice, pretrained_dice = _probe(spec, "random", train, test), _probe(spec, out, train, test)
+    train, test = _stack(train), _stack(test)
+    random_dice, pretrained_dice = (float(np.mean(probe_weights(spec, setting, train, test, 3)))
+                                    for setting in ("random", out))
     assert pretrained_dice >= random_dice + MARGIN, (random_dice, pretrained_dice)

@@ -11,21 +11,23 @@ Prints JSON: the Dice of both, the pretraining CPU and wall time, the recipe.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import sys
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..backbones import FrozenDinoBackbone, get_backbone_spec, load_backbone_weights, locate_weights
+from ..backbones import get_backbone_spec
 from ..backbones.registry import register_backbone
 from ..cli import main as cli_main
 from ..datasets.colin27 import make_colin27_dataset
 from ..nnunet import nnunet_environment
 from ..onboarding.imageio import read_array
-from ..pretrain.probe import linear_probe_dice, patch_features, patch_labels
+from ..pretrain.probe import probe_weights
 from .gpu_check import TINY_BACKBONE
 
 RECIPE = ["--batch-size", "16", "--global-size", "112", "--local-size", "48", "--local-crops", "2",
@@ -48,16 +50,6 @@ def _slices(folder: str, split: str):
     return F.interpolate(x, size=size, mode="bilinear"), F.interpolate(y, size=size, mode="nearest")[:, 0].long()
 
 
-def _probe(spec, setting: str, train, test, classes: int):
-    backbone = FrozenDinoBackbone(spec)
-    load_backbone_weights(backbone, locate_weights(spec, setting))
-    taps = list(range(spec.depth))
-    dice = linear_probe_dice(patch_features(backbone, train[0], taps), patch_labels(train[1], spec.patch_size, classes),
-                             patch_features(backbone, test[0], taps), patch_labels(test[1], spec.patch_size, classes),
-                             classes)
-    return [round(d, 4) for d in dice]
-
-
 def run(work: str, steps: int) -> dict:
     env = nnunet_environment(work)
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
@@ -65,8 +57,10 @@ def run(work: str, steps: int) -> dict:
     dataset = make_colin27_dataset(env["nnUNet_raw"], 904, grouping="grey", overwrite=True)
     out = os.path.join(work, f"colin27_tiny_{steps}.pth")
     cpu, wall = time.process_time(), time.time()
-    if cli_main(["pretrain", "-d", "904", "--backbone", spec.name, "--init", "random", "--steps", str(steps),
-                 "--save-every", "500", "--overwrite", "--restart", *RECIPE, "-o", out]) != 0:
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON alone
+        code = cli_main(["pretrain", "-d", "904", "--backbone", spec.name, "--init", "random", "--steps", str(steps),
+                         "--save-every", "500", "--overwrite", "--restart", *RECIPE, "-o", out])
+    if code != 0:
         raise SystemExit("pretraining failed")
     cpu, wall = time.process_time() - cpu, time.time() - wall
     train, test = _slices(dataset.folder, "Tr"), _slices(dataset.folder, "Ts")
@@ -76,8 +70,8 @@ def run(work: str, steps: int) -> dict:
               "train_slices": len(train[0]), "test_slices": len(test[0]),
               "structures": [n for n, v in sorted(dataset.labels.items(), key=lambda kv: kv[1]) if v]}
     for setting, key in (("random", "random"), (out, "pretrained")):
-        dice = _probe(spec, setting, train, test, classes)
-        result[key] = {"dice": dice, "mean": round(float(np.mean(dice)), 4)}
+        dice = probe_weights(spec, setting, train, test, classes)
+        result[key] = {"dice": [round(d, 4) for d in dice], "mean": round(float(np.mean(dice)), 4)}
     return result
 
 

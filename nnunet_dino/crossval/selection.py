@@ -15,15 +15,14 @@ from .folds import DONE, checked_selection
 from .models import DEFAULT_CONFIGURATION, DEFAULT_PLANS
 
 
-def check_finished(selection, ensembling: bool) -> None:
+def check_finished(selection, folds: Sequence[int], ensembling: bool) -> None:
     """Every model's every fold finished (with `.npz` softmax when ensembles are to be evaluated)."""
     unfinished = [plan for plan in selection.plans(want_npz=ensembling) if plan.action != DONE]
     if unfinished:
-        folds = " ".join(str(fold) for fold, _ in sorted(selection.runs, key=str))
         models = " ".join(m.label for m in selection.models)
         npz = " --npz" if ensembling else ""
         raise OptionError(f"not finished: {'; '.join(p.describe() for p in unfinished)}. Run `nnunet-dino crossval "
-                          f"-d {selection.name} -tr {models} --folds {folds}{npz}` first"
+                          f"-d {selection.name} -tr {models} --folds {' '.join(map(str, folds))}{npz}` first"
                           + ("" if not ensembling else ", or select without ensembles (--no-ensembles)"))
 
 
@@ -37,7 +36,7 @@ def select_best(dataset: str, models: Sequence, folds: Sequence[int] = (0, 1, 2,
     if len(models) < 2:
         raise OptionError("give at least two models to select from (-tr A B ...)")
     selection = checked_selection(dataset, models, plans, configuration, folds)
-    check_finished(selection, ensembling)
+    check_finished(selection, folds, ensembling)
     from nnunetv2.evaluation.find_best_configuration import find_best_configuration
     trained = tuple({"plans": m.plans, "configuration": m.configuration, "trainer": m.trainer}
                     for m in selection.models)

@@ -13,7 +13,7 @@ from typing import List, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..backbones import FrozenDinoBackbone
+from ..backbones import BackboneSpec, FrozenDinoBackbone, load_backbone_weights, locate_weights
 
 
 @torch.no_grad()
@@ -51,3 +51,16 @@ def linear_probe_dice(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torc
         total = (predicted == c).sum() + (test_y == c).sum()
         dice.append(float(2 * both / total) if total else 1.0)
     return dice
+
+
+def probe_weights(spec: BackboneSpec, setting: str, train, test, classes: int) -> List[float]:
+    """The probe's test Dice per foreground class for `spec` with weights `setting` (a file, folder or
+    'random'), on the patch features of all its blocks; `train` / `test`: ((N, 1, H, W) z-scored images,
+    (N, H, W) labels)."""
+    backbone = FrozenDinoBackbone(spec)
+    load_backbone_weights(backbone, locate_weights(spec, setting))
+    taps = range(spec.depth)
+    (train_x, train_y), (test_x, test_y) = train, test
+    return linear_probe_dice(patch_features(backbone, train_x, taps), patch_labels(train_y, spec.patch_size, classes),
+                             patch_features(backbone, test_x, taps), patch_labels(test_y, spec.patch_size, classes),
+                             classes)
