@@ -3,12 +3,20 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from typing import Dict
 
 import torch
 
 PLUGIN_ENV_VARS = ("nnUNet_extTrainer", "nnUNet_dino_weights", "nnUNet_raw", "nnUNet_preprocessed",
                    "nnUNet_results", "nnUNet_n_proc_DA", "nnUNet_compile")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now: DDP tests in parallel pytest workers must not share one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def clean_environment(**extra: str) -> Dict[str, str]:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from network_table import build_tiny
+from nnunet_helpers import free_port
 from nnunet_dino.backbones import WeightsSource, load_backbone_weights
 from nnunet_dino.backbones.adaptation import Adaptation, AdaptationError
 from nnunet_dino.networks.base import BACKBONE_RECORD_KEY
@@ -322,5 +323,5 @@ def _warmup_worker(rank, world, port, results):
 def test_ddp_reduces_the_encoder_once_it_joins_after_the_warm_up():
     import torch.multiprocessing as mp
     results = mp.Manager().dict()
-    mp.spawn(_warmup_worker, args=(2, 29400 + os.getpid() % 1000, results), nprocs=2, join=True)
+    mp.spawn(_warmup_worker, args=(2, free_port(), results), nprocs=2, join=True)
     assert results[0] and results[1], "encoder gradients differ across ranks or are all zero"

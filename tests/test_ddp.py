@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from network_table import build_tiny
+from nnunet_helpers import free_port
 from nnunet_dino.backbones.adaptation import Adaptation
 from nnunet_dino.networks.slab import make_slab
 
@@ -69,7 +70,7 @@ def _worker(rank, world, name, port, results):
 
 @pytest.mark.parametrize("name", list(NETWORKS) + list(SLABS))
 def test_one_ddp_step_on_two_cpu_processes(name):
-    port = 29500 + list({**NETWORKS, **SLABS}).index(name) + os.getpid() % 1000
+    port = free_port()
     results = mp.Manager().dict()
     mp.spawn(_worker, args=(2, name, port, results), nprocs=2, join=True)
     assert results[0] and results[1], "gradients differ across ranks or are all zero"

@@ -17,7 +17,7 @@ from nnunet_dino.cli import main
 from nnunet_dino.datasets.synthetic import make_synthetic_2d
 from nnunet_dino.nnunet import nnunet_environment, predict, train
 from nnunet_dino.pretrain.loop import PretrainRun
-from nnunet_helpers import clean_environment, results_folder
+from nnunet_helpers import clean_environment, free_port, results_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY_RECIPE = ["--batch-size", "8", "--global-size", "64", "--local-size", "32", "--local-crops", "2",
@@ -149,7 +149,7 @@ def test_two_processes_train_one_model_and_only_rank_0_writes(tmp_path):
     write_texture_folder(folder, 8, seed=0, size=64)
     out = str(tmp_path / "ddp.pth")
     results = mp.Manager().dict()
-    mp.spawn(_ddp_worker, args=(2, 29500 + os.getpid() % 1000, folder, out, results), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), folder, out, results), nprocs=2, join=True)
     assert results[0]["student"] == results[1]["student"]  # gradients averaged: one model on both ranks
     assert results[0]["student"] != results[0]["initial"]
     assert results[0]["losses"] != results[1]["losses"]  # each rank trains on its own slices and crops
