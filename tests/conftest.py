@@ -1,8 +1,13 @@
 """Shared fixtures: one tiny synthetic 2D dataset, planned and preprocessed once per session."""
 import os
 
-import pytest
-import torch
+# OpenMP threads that wait by spinning starve everything else on a busy CPU: beside one other
+# CPU-bound job a tiny Dino U-Net training took about five times as long. Sleeping waiters cost
+# little on an idle machine. Set before torch loads libgomp; nnU-Net's subprocesses inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from nnunet_helpers import clean_environment
 
