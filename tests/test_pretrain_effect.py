@@ -38,8 +38,8 @@ def test_a_pretrained_encoder_beats_its_random_weights_under_a_linear_probe(monk
     out = str(tmp_path / "textures.pth")
     assert main(["pretrain", "--folder", folder, "--backbone", spec.name, "--init", "random", "--steps", str(STEPS),
                  "--save-every", str(STEPS), *RECIPE, "-o", out]) == 0
-    train, test = texture_slices(48, seed=1), texture_slices(48, seed=2)  # other slices than pretraining saw
-    train, test = _stack(train), _stack(test)
+    # other slices than pretraining saw
+    train, test = _stack(texture_slices(48, seed=1)), _stack(texture_slices(48, seed=2))
     random_dice, pretrained_dice = (float(np.mean(probe_weights(spec, setting, train, test, 3)))
                                     for setting in ("random", out))
     assert pretrained_dice >= random_dice + MARGIN, (random_dice, pretrained_dice)
