@@ -63,6 +63,7 @@ def test_non_editable_install_registers_too(tmp_path):
     with open(os.path.join(site, "_test_deps.pth"), "w") as f:
         f.write(sysconfig.get_paths()["purelib"] + "\n")
     env = clean_environment()
+    env.pop("PYTHONPATH", None)  # a PYTHONPATH naming a source checkout would shadow the installed copy under test
     pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps",
                           "--no-build-isolation", "--no-index", str(src)], cwd=str(tmp_path), env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
