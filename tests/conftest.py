@@ -1,9 +1,9 @@
 """Shared fixtures: one tiny synthetic 2D dataset, planned and preprocessed once per session."""
 import os
 
-# OpenMP threads that wait by spinning starve everything else on a busy CPU: beside one other
-# CPU-bound job a tiny Dino U-Net training took about five times as long. Sleeping waiters cost
-# about 15 % on an idle machine. Set before torch loads libgomp; nnU-Net's subprocesses inherit it.
+# OpenMP threads that wait by spinning starve everything else on a busy CPU, and nnU-Net gives
+# torch every core; sleeping waiters are somewhat slower on an idle machine (README, cpu_precision,
+# has the measured figures). Set before torch loads libgomp; nnU-Net's subprocesses inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
