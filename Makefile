@@ -12,7 +12,7 @@ setup: $(STAMP)
 
 $(STAMP): constraints-ci.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints-ci.txt --upgrade pip
 	$(PY) -m pip install -q -c constraints-ci.txt torch torchvision
 	$(PY) -m pip install -q -c constraints-ci.txt -e '.[test]'
 	$(PY) -m pip install -q --no-deps dinov2==0.0.1.dev2  # Meta's DINOv2 code, parity tests only
@@ -31,8 +31,11 @@ browser:
 	  { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }) \
 	  || echo "!! could not install chromium (not Debian?): the HTML report's browser test will fail"
 
+# pytest-xdist workers, each pinned to a core with the nnU-Net processes it starts (tests/README.md)
+TEST_WORKERS ?= 2
+
 test: setup realdata browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q -p no:cacheprovider
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 demo: setup realdata
 	HF_HUB_OFFLINE=1 $(VENV)/bin/nnunet-dino demo --output demo_output

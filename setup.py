@@ -51,7 +51,7 @@ setup(
     ],
     extras_require={
         "hub": ["huggingface_hub>=0.20"],
-        "test": ["pytest>=8", "transformers>=4.56", "medpy>=0.5"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "transformers>=4.56", "medpy>=0.5"],
     },
     entry_points={"console_scripts": ["nnunet-dino=nnunet_dino.cli:main"]},
 )

@@ -8,6 +8,7 @@ from typing import Dict
 
 import torch
 
+SEGDINO_DEBUG = "nnUNetTrainerSegDINO_debug"
 PLUGIN_ENV_VARS = ("nnUNet_extTrainer", "nnUNet_dino_weights", "nnUNet_raw", "nnUNet_preprocessed",
                    "nnUNet_results", "nnUNet_n_proc_DA", "nnUNet_compile")
 
@@ -52,3 +53,13 @@ def results_folder(env: Dict[str, str], dataset: str, trainer: str, plans: str =
     """A 2d model folder under the results folder of a subprocess environment."""
     from nnunet_dino.nnunet import model_folder
     return model_folder(dataset, trainer, plans, "2d", results=env["nnUNet_results"])
+
+
+def copy_of(trained: dict, tmp_path) -> dict:
+    """A shared trained model (conftest's trained_* fixtures) copied into `tmp_path`, for a test that
+    changes it: {'env' (the copy's results folder set), 'model'}."""
+    import shutil
+    results = str(tmp_path / "results")
+    shutil.copytree(trained["env"]["nnUNet_results"], results)
+    relative = os.path.relpath(trained["model"], trained["env"]["nnUNet_results"])
+    return {"env": dict(trained["env"], nnUNet_results=results), "model": os.path.join(results, relative)}

@@ -21,6 +21,10 @@ TRAINER = "nnUNetTrainerSegDINO_debug"  # default; U-DFA below
 def _train_predict_evaluate(env, dataset_id, raw_folder, tmp_path, trainer=TRAINER):
     env = dict(env, nnUNet_dino_weights="random")
     train(dataset_id, trainer, env)
+    return _predict_evaluate(env, dataset_id, raw_folder, tmp_path, trainer)
+
+
+def _predict_evaluate(env, dataset_id, raw_folder, tmp_path, trainer=TRAINER):
     model = results_folder(env, os.path.basename(raw_folder), trainer)
     assert os.path.isfile(os.path.join(model, "fold_0", "checkpoint_final.pth"))
     assert os.path.isfile(os.path.join(model, "fold_0", "validation", "summary.json"))
@@ -32,8 +36,8 @@ def _train_predict_evaluate(env, dataset_id, raw_folder, tmp_path, trainer=TRAIN
                     os.path.join(model, "plans.json"), env)
 
 
-def test_2d_png_dataset_learns_the_easy_task(synthetic_2d, tmp_path):
-    summary = _train_predict_evaluate(synthetic_2d["env"], 990, synthetic_2d["raw_folder"], tmp_path)
+def test_2d_png_dataset_learns_the_easy_task(synthetic_2d, trained_segdino_2d, tmp_path):
+    summary = _predict_evaluate(trained_segdino_2d["env"], 990, synthetic_2d["raw_folder"], tmp_path)
     baseline = foreground_dice_baseline(summary)
     disk = summary["mean"]["1"]["Dice"]
     # 30 AdamW steps at the paper's lr on a RANDOM frozen backbone: the large bright disk is learned

@@ -4,6 +4,7 @@ regions) -- each through nnU-Net's own command line."""
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -85,11 +86,14 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoints(synthe
     assert not [f for f in os.listdir(fold) if f.endswith(".partial")]
 
 
-def test_fixed_seed_gives_identical_first_losses_and_predictions(synthetic_2d, tmp_path):
+def test_fixed_seed_gives_identical_first_losses_and_predictions(synthetic_2d, trained_segdino_2d, tmp_path):
     runs = []
-    for run in ("a", "b"):
+    for run in ("a", "b"):  # a: the suite's shared model, trained the same way in another process
         env = dict(synthetic_2d["env"], nnUNet_results=str(tmp_path / run), nnUNet_dino_weights="random")
-        train(990, TRAINER, env)  # debug twins seed 0; nnUNet_n_proc_DA=0 (pipeline.train)
+        if run == "a":
+            shutil.copytree(trained_segdino_2d["env"]["nnUNet_results"], env["nnUNet_results"])
+        else:
+            train(990, TRAINER, env)  # debug twins seed 0; nnUNet_n_proc_DA=0 (runner.train)
         fold = os.path.join(results_folder(env, synthetic_2d["dataset"], TRAINER), "fold_0")
         log = next(open(os.path.join(fold, f)).read() for f in os.listdir(fold) if f.startswith("training_log"))
         first = [line.split("first iteration loss")[1].strip() for line in log.splitlines() if "first iteration loss" in line]

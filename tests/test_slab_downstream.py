@@ -15,10 +15,8 @@ import SimpleITK as sitk
 import torch
 
 from nnunet_dino.backbones import FrozenDinoBackbone, get_backbone_spec, load_backbone_weights, locate_weights
-from nnunet_dino.datasets.slab_synthetic import make_synthetic_slabs
-from nnunet_dino.nnunet import model_folder, nnunet_environment, plan_and_preprocess, predict, train
+from nnunet_dino.nnunet import model_folder, predict, train
 from nnunet_dino.nnunet.runner import run_step
-from nnunet_helpers import clean_environment
 
 DATASET = 993
 TRAINER = "nnUNetTrainerSegDINO_debug"
@@ -39,15 +37,12 @@ def _labels(folder) -> dict:
 
 
 @pytest.fixture(scope="module")
-def slabs(tmp_path_factory):
-    """The columns-and-flakes volumes, planned in 2d and with the 2.5d preset."""
+def slabs(synthetic_slabs, tmp_path_factory):
+    """The suite's columns-and-flakes volumes (planned in 2d, 3d_fullres and with the 2.5d preset), with
+    a results folder and a work folder of this module's own."""
     work = tmp_path_factory.mktemp("slab_downstream")
-    env = dict(nnunet_environment(str(work / "nnunet"), clean_environment()), nnUNet_dino_weights="random")
-    raw = make_synthetic_slabs(env["nnUNet_raw"], DATASET, num_train=6, shape=(10, 32, 32))
-    plan_and_preprocess(DATASET, env, configurations=("2d", "3d_fullres"))
-    subprocess.run(_cli("plan", "-d", str(DATASET), "--preset", "2.5d", "-np", "1"), env=env, check=True,
-                   capture_output=True)
-    return {"env": env, "raw": raw, "name": os.path.basename(raw), "work": work}
+    env = dict(synthetic_slabs["env"], nnUNet_results=str(work / "results"))
+    return {**synthetic_slabs, "env": env, "work": work}
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +55,13 @@ def trained(slabs):
 
 
 @pytest.mark.parametrize("trainer", ["nnUNetTrainerSegDINO_debug", "nnUNetTrainerDinoUNet_debug"])
-def test_each_family_trains_and_predicts_in_2_5d(slabs, trainer, tmp_path):
-    env = dict(slabs["env"], nnUNet_results=str(tmp_path / "results"))
-    train(DATASET, trainer, env, configuration="2.5d")
+def test_each_family_trains_and_predicts_in_2_5d(slabs, trainer, tmp_path, request):
+    if trainer == TRAINER:  # the module's shared model, trained by nnUNetv2_train in 2.5d
+        env = slabs["env"]
+        request.getfixturevalue("trained")
+    else:
+        env = dict(slabs["env"], nnUNet_results=str(tmp_path / "results"))
+        train(DATASET, trainer, env, configuration="2.5d")
     model = model_folder(slabs["name"], trainer, "nnUNetPlans", "2.5d", results=env["nnUNet_results"])
     saved = json.load(open(os.path.join(model, "plans.json")))["configurations"]["2.5d"]
     in_plane = {"nnUNetTrainerSegDINO_debug": 32, "nnUNetTrainerDinoUNet_debug": 64}[trainer]  # its smallest

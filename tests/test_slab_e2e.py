@@ -7,18 +7,14 @@ above and below tell apart, so no slice-wise model can exceed a mean foreground 
 expectation (the in-process comparison with the 2D network is in tests/test_slab.py)."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_dino.datasets.slab_synthetic import make_synthetic_slabs
-from nnunet_dino.nnunet import evaluate, model_folder, nnunet_environment, plan_and_preprocess, predict, train
-from nnunet_helpers import clean_environment
+from nnunet_dino.nnunet import evaluate, model_folder, predict, train
 
 TRAINER = "nnUNetTrainerUDFA_S_debug"
-DATASET = 992
+DATASET = 993
 SLICES = 5
 
 
@@ -27,15 +23,11 @@ def _geometry(path):
     return image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()
 
 
-def test_2_5d_trains_and_predicts_through_nnunet_and_keeps_the_geometry(tmp_path):
-    env = dict(nnunet_environment(str(tmp_path / "nnunet"), clean_environment()), nnUNet_dino_weights="random")
-    raw = make_synthetic_slabs(env["nnUNet_raw"], DATASET, num_train=6, shape=(10, 32, 32))
-    name = os.path.basename(raw)
-    plan_and_preprocess(DATASET, env)
-    cli = os.path.join(os.path.dirname(sys.executable), "nnunet-dino")
-    out = subprocess.run([cli, "plan", "-d", str(DATASET), "--preset", "2.5d", "-np", "1"], env=env, check=True,
-                         capture_output=True, text=True).stdout
-    assert "reusing preprocessed data" in out  # the 2d data: the same voxels
+def test_2_5d_trains_and_predicts_through_nnunet_and_keeps_the_geometry(synthetic_slabs, tmp_path):
+    # planned by the shared fixture: nnUNetv2_plan_and_preprocess, then `nnunet-dino plan --preset 2.5d`
+    env = dict(synthetic_slabs["env"], nnUNet_results=str(tmp_path / "results"))
+    raw, name = synthetic_slabs["raw"], synthetic_slabs["name"]
+    assert "reusing preprocessed data" in synthetic_slabs["plan_output"]  # the 2d data: the same voxels
     plans = json.load(open(os.path.join(env["nnUNet_preprocessed"], name, "nnUNetPlans.json")))
     assert plans["configurations"]["2.5d"]["patch_size"] == [SLICES, 32, 32]
 

@@ -11,7 +11,7 @@ from nnunet_dino.backbones import WeightsError, get_backbone_spec, load_backbone
 from nnunet_dino.networks.base import BACKBONE_RECORD_KEY
 from nnunet_dino.networks.segdino import SegDINO
 from nnunet_dino.nnunet import predict, run_step, train
-from nnunet_helpers import results_folder
+from nnunet_helpers import copy_of
 
 TRAINER = "nnUNetTrainerSegDINO_debug"
 
@@ -121,10 +121,9 @@ def test_the_checkpoint_record_carries_the_position_embedding_rule(tmp_path, mon
     assert restored.backbone.pos_embed_resize == "hf"
 
 
-def test_train_predict_resume_validate_and_bundle_through_the_cli(synthetic_2d, tmp_path):
-    env = dict(synthetic_2d["env"], nnUNet_results=str(tmp_path / "results"), nnUNet_dino_weights="random")
-    train(990, TRAINER, env)
-    model = results_folder(env, synthetic_2d["dataset"], TRAINER)
+def test_train_predict_resume_validate_and_bundle_through_the_cli(synthetic_2d, trained_segdino_2d, tmp_path):
+    copied = copy_of(trained_segdino_2d, tmp_path)  # trained by nnUNetv2_train, changed below
+    env, model = copied["env"], copied["model"]
     final = os.path.join(model, "fold_0", "checkpoint_final.pth")
     weights = torch.load(final, map_location="cpu", weights_only=False)["network_weights"]
     assert BACKBONE_RECORD_KEY in weights and not any(k.startswith("backbone.") for k in weights)

@@ -28,7 +28,8 @@ def machine_info(device: torch.device) -> dict:
         with open("/proc/cpuinfo") as f:
             names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
         cpu = names[0] if names else cpu
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    info = {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # ATen's kernels: AVX2, AVX512..
+            "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version(), "platform": platform.platform(),
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     if device.type == "cuda":
