@@ -35,7 +35,7 @@ browser:
 TEST_WORKERS ?= 2
 
 test: setup realdata browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=30
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30
 
 demo: setup realdata
 	HF_HUB_OFFLINE=1 $(VENV)/bin/nnunet-dino demo --output demo_output

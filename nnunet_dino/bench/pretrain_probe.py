@@ -21,18 +21,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..backbones import get_backbone_spec
-from ..backbones.registry import register_backbone
-from ..cli import main as cli_main
 from ..datasets.colin27 import make_colin27_dataset
 from ..nnunet import nnunet_environment
 from ..onboarding.imageio import read_array
+from ..pretrain.data import select_cases
 from ..pretrain.probe import probe_weights
-from .gpu_check import TINY_BACKBONE
+from ..pretrain.recipe import Recipe
+from .run import machine_info
+from .texture_probe import TEXTURE_RECIPE, pretrain_from_random, texture_backbone
 
-RECIPE = ["--batch-size", "16", "--global-size", "112", "--local-size", "48", "--local-crops", "2",
-          "--prototypes", "256", "--head-hidden", "128", "--head-bottleneck", "64", "--lr", "2e-3",
-          "--mask-probability", "1.0", "--dino-weight", "0", "--source", "raw"]
+#: the texture benchmark's recipe, with larger global crops for the larger slices
+RECIPE = {**TEXTURE_RECIPE, "global_size": 112}
 
 
 def _slices(folder: str, split: str):
@@ -53,20 +52,19 @@ def _slices(folder: str, split: str):
 def run(work: str, steps: int) -> dict:
     env = nnunet_environment(work)
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
-    spec = register_backbone(get_backbone_spec("dinov3_vits16").variant("tiny_dinov3_vits16", **TINY_BACKBONE))
+    spec = texture_backbone()
     dataset = make_colin27_dataset(env["nnUNet_raw"], 904, grouping="grey", overwrite=True)
     out = os.path.join(work, f"colin27_tiny_{steps}.pth")
+    cases, groups = select_cases(datasets=["904"], source="raw")
     cpu, wall = time.process_time(), time.time()
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON alone
-        code = cli_main(["pretrain", "-d", "904", "--backbone", spec.name, "--init", "random", "--steps", str(steps),
-                         "--save-every", "500", "--overwrite", "--restart", *RECIPE, "-o", out])
-    if code != 0:
-        raise SystemExit("pretraining failed")
+        pretrain_from_random(spec, cases, groups, Recipe(**{**RECIPE, "steps": steps}), out)
     cpu, wall = time.process_time() - cpu, time.time() - wall
     train, test = _slices(dataset.folder, "Tr"), _slices(dataset.folder, "Ts")
     classes = len(dataset.labels)
     result = {"backbone": "tiny DINOv3-style ViT (dim 64, 4 blocks, patch 16), pretrained from RANDOM weights",
-              "steps": steps, "recipe": RECIPE, "pretrain_cpu_s": round(cpu, 1), "pretrain_wall_s": round(wall, 1),
+              "steps": steps, "recipe": RECIPE, "machine": machine_info(torch.device("cpu")),
+              "pretrain_cpu_s": round(cpu, 1), "pretrain_wall_s": round(wall, 1),
               "train_slices": len(train[0]), "test_slices": len(test[0]),
               "structures": [n for n, v in sorted(dataset.labels.items(), key=lambda kv: kv[1]) if v]}
     for setting, key in (("random", "random"), (out, "pretrained")):

@@ -58,6 +58,14 @@ def probe_slices():
     return _stack(texture_slices(PROBE_TRAIN_SLICES, seed=1)), _stack(texture_slices(PROBE_TEST_SLICES, seed=2))
 
 
+def pretrain_from_random(spec, cases, groups, recipe: Recipe, out: str, progress: bool = False) -> str:
+    """Pretrain `spec` from random weights on `cases` (pretrain.data.select_cases) into `out`."""
+    recipe = dataclasses.replace(recipe, save_every=recipe.steps)
+    pretrain(PretrainJob(spec, "random", cases, groups, recipe, out, device="cpu", overwrite=True, restart=True,
+                         progress=progress))
+    return out
+
+
 def pretrain_on_textures(spec, work: str, seed: int, recipe: Recipe = Recipe(**TEXTURE_RECIPE),
                          progress: bool = False) -> str:
     """Pretrain `spec` from random weights on the unlabelled texture slices with `recipe` (its seed
@@ -66,11 +74,8 @@ def pretrain_on_textures(spec, work: str, seed: int, recipe: Recipe = Recipe(**T
     if not os.path.isdir(folder):
         write_texture_folder(folder, UNLABELLED_SLICES, seed=0)
     cases, groups = select_cases(folders=[folder])
-    out = os.path.join(work, f"textures_seed{seed}.pth")
-    recipe = dataclasses.replace(recipe, save_every=recipe.steps, seed=seed)
-    pretrain(PretrainJob(spec, "random", cases, groups, recipe, out, device="cpu", overwrite=True,
-                         restart=True, progress=progress))
-    return out
+    return pretrain_from_random(spec, cases, groups, dataclasses.replace(recipe, seed=seed),
+                                os.path.join(work, f"textures_seed{seed}.pth"), progress)
 
 
 def probe_effect(spec, weights: str, train, test) -> Dict[str, float]:
