@@ -1,4 +1,5 @@
-"""Shared fixtures: one tiny synthetic 2D dataset, planned and preprocessed once per session."""
+"""Shared fixtures: datasets and trained models built once per run and shared by the xdist workers
+(tests/README.md), the worker-to-core pinning and the heaviest-first module order."""
 import os
 
 # OpenMP threads that wait by spinning starve everything else on a busy CPU, and nnU-Net gives
