@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from typing import Dict
 
@@ -58,7 +59,6 @@ def results_folder(env: Dict[str, str], dataset: str, trainer: str, plans: str =
 def copy_of(trained: dict, tmp_path) -> dict:
     """A shared trained model (conftest's trained_* fixtures) copied into `tmp_path`, for a test that
     changes it: {'env' (the copy's results folder set), 'model'}."""
-    import shutil
     results = str(tmp_path / "results")
     shutil.copytree(trained["env"]["nnUNet_results"], results)
     relative = os.path.relpath(trained["model"], trained["env"]["nnUNet_results"])

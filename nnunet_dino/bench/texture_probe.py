@@ -1,4 +1,4 @@
-"""`python -m nnunet_dino.bench.texture_probe WORKDIR [--seeds 0 1 2 3 4] [--steps N]`: what
+"""`python -m nnunet_dino.bench.texture_probe WORKDIR [--seeds 0 1 2 3 4] [--set FIELD=VALUE ...]`: what
 `nnunet-dino pretrain` teaches a frozen encoder, over several pretraining seeds.
 
 A tiny DINOv3-style ViT (dim 64, 4 blocks, patch 16) is pretrained from RANDOM weights on unlabelled
@@ -6,8 +6,7 @@ texture slices (`datasets/textures.py`), with the recipe below, once per seed; a
 frozen patch features (`pretrain/probe.py`) is scored against the same probe on the random weights, on
 labelled slices that pretraining never saw. `tests/test_pretrain_effect.py` runs this configuration
 (seed 0) and asserts its margin; this command measures the spread of the effect across seeds, which
-is what that margin must sit below. Prints one row per seed, then JSON (stdout carries the JSON alone
-with `--json`).
+is what that margin must sit below. Prints one row per seed on stderr, then JSON on stdout.
 """
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ import json
 import os
 import sys
 import time
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -78,12 +77,18 @@ def pretrain_on_textures(spec, work: str, seed: int, recipe: Recipe = Recipe(**T
                                 os.path.join(work, f"textures_seed{seed}.pth"), progress)
 
 
-def probe_effect(spec, weights: str, train, test) -> Dict[str, float]:
-    """Mean foreground probe Dice of the random and the pretrained weights, and their difference."""
-    random_dice, pretrained_dice = (float(np.mean(probe_weights(spec, setting, train, test, CLASSES)))
-                                    for setting in ("random", weights))
-    return {"random": round(random_dice, 4), "pretrained": round(pretrained_dice, 4),
-            "effect": round(pretrained_dice - random_dice, 4)}
+def probe_dice(spec, setting: str, train, test) -> float:
+    """Mean foreground Dice of the linear probe on `spec` with weights `setting` ('random' or a file)."""
+    return round(float(np.mean(probe_weights(spec, setting, train, test, CLASSES))), 4)
+
+
+def probe_effect(spec, weights: str, train, test, random_dice: Optional[float] = None) -> Dict[str, float]:
+    """The probe's Dice on the random and on the pretrained weights, and their difference
+    (`random_dice`: the random weights' score where it is known already)."""
+    if random_dice is None:
+        random_dice = probe_dice(spec, "random", train, test)
+    pretrained_dice = probe_dice(spec, weights, train, test)
+    return {"random": random_dice, "pretrained": pretrained_dice, "effect": round(pretrained_dice - random_dice, 4)}
 
 
 def recipe_with(changes: Sequence[str]) -> Recipe:
@@ -99,17 +104,19 @@ def recipe_with(changes: Sequence[str]) -> Recipe:
 
 def spread(work: str, seeds: Sequence[int], recipe: Recipe) -> dict:
     spec, (train, test) = texture_backbone(), probe_slices()
+    random_dice = probe_dice(spec, "random", train, test)  # the same for every seed
     rows = []
     for seed in seeds:
         wall = time.time()
-        row = {"seed": seed, **probe_effect(spec, pretrain_on_textures(spec, work, seed, recipe), train, test)}
+        row = {"seed": seed, **probe_effect(spec, pretrain_on_textures(spec, work, seed, recipe), train, test,
+                                                 random_dice)}
         row["wall_s"] = round(time.time() - wall, 1)
         print(f"seed {seed}: random {row['random']:.4f}  pretrained {row['pretrained']:.4f}  "
               f"effect {row['effect']:+.4f}  ({row['wall_s']:.0f} s)", file=sys.stderr, flush=True)
         rows.append(row)
     effects = [r["effect"] for r in rows]
     return {"backbone": "tiny DINOv3-style ViT (dim 64, 4 blocks, patch 16), pretrained from RANDOM weights",
-            "recipe": {k: v for k, v in recipe.record().items() if v != getattr(Recipe(), k) or k in TEXTURE_RECIPE}, "machine": machine_info(torch.device("cpu")), "rows": rows,
+            "recipe": recipe.record(), "machine": machine_info(torch.device("cpu")), "rows": rows,
             "effect": {"mean": round(float(np.mean(effects)), 4), "min": min(effects), "max": max(effects)}}
 
 
