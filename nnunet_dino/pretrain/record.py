@@ -89,15 +89,15 @@ def write_record(path: str, job, recipe, start: dict, loaded: dict, steps: int, 
 
 
 def plot_losses(history: Sequence[dict], path: str) -> None:
-    """The losses per step (thin) and their running mean over 5 % of the steps (thick)."""
+    """The losses per step (thin) and their running mean over 5 % of the steps (thick). Drawn on a
+    matplotlib Figure, without pyplot, so the caller's backend is left alone."""
     if not history:
         return
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     steps = [h["step"] for h in history]
     window = max(1, len(history) // 20)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     for name in LOSS_NAMES:
         values = [h.get(name, 0.0) for h in history]
         if not any(values):
@@ -112,7 +112,6 @@ def plot_losses(history: Sequence[dict], path: str) -> None:
     ax.legend()
     fig.tight_layout()
     write_atomically(path, lambda temporary: fig.savefig(temporary, format="png", dpi=100))
-    plt.close(fig)
 
 
 # --- leakage -----------------------------------------------------------------------------------------
