@@ -4,10 +4,13 @@ from ..errors import OptionError
 FAMILY_CHOICES = ["segdino", "udfa", "dinounet", "udfa_spa3"]
 
 
+EXAMPLE = "example: nnunet-dino bench --patch 224 224 --batch 2 --threads 2"
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("bench", help="nnUNetTrainer vs each DINO family at one patch and batch: step time, "
                                             "tiles/s, memory, backbone share and GFLOP/s, checkpoint size, "
-                                            "sliding-window time")
+                                            "sliding-window time", epilog=EXAMPLE)
     p.add_argument("--patch", type=int, nargs=2, default=[224, 224], metavar=("H", "W"), help="2D patch (224 224)")
     p.add_argument("--batch", type=int, default=2, help="training batch (default 2)")
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions; medians are reported (default 5)")

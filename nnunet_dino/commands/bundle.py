@@ -1,8 +1,12 @@
 """`nnunet-dino bundle`: make a model folder's slim checkpoints self-contained, for sharing."""
 
 
+EXAMPLE = "example: nnunet-dino bundle nnUNet_results/Dataset042_Liver/nnUNetTrainerUDFA_S__nnUNetPlans__2d"
+
+
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("bundle", help="make a model folder's slim checkpoints self-contained (for sharing)")
+    p = subparsers.add_parser("bundle", help="make a model folder's slim checkpoints self-contained (for sharing)",
+                              epilog=EXAMPLE)
     p.add_argument("model_folder", help="<nnUNet_results>/<Dataset>/<Trainer>__<Plans>__<configuration>")
     p.set_defaults(run=run)
 

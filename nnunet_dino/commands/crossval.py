@@ -2,10 +2,14 @@
 from . import add_model_selection
 
 
+EXAMPLE = "example: nnunet-dino crossval -d 42 -tr nnUNetTrainer:3d_fullres nnUNetTrainerUDFA_S:2d --npz"
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("crossval", help="run the missing cross-validation folds of several models (any "
                                                "TRAINER[:CONFIGURATION[:PLANS]], optionally at train fractions) "
-                                               "with nnUNetv2_train (resumable), or --emit them as scripts")
+                                               "with nnUNetv2_train (resumable), or --emit them as scripts",
+                                               epilog=EXAMPLE)
     add_model_selection(p)
     p.add_argument("--device", default=None, choices=["cpu", "cuda", "mps"],
                    help="default: cuda if available, else cpu (with --emit: cuda)")

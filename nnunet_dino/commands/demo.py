@@ -1,9 +1,13 @@
 """`nnunet-dino demo` (`make demo`): the plugin's main job on real MRI, offline, on a CPU."""
 
 
+EXAMPLE = "example: nnunet-dino demo --output demo_output"
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("demo", help="real MRI (mricron-data): plan, train a DINO trainer and nnUNetTrainer "
-                                           "for one budget, predict, evaluate, write report.md + figures")
+                                           "for one budget, predict, evaluate, write report.md + figures",
+                                           epilog=EXAMPLE)
     p.add_argument("--budget-seconds", type=float, default=None, metavar="S",
                    help="train each model for S seconds of wall clock instead of the trainers' fixed number "
                         "of iterations (equal time: the result then depends on the machine)")

@@ -1,8 +1,12 @@
 """`nnunet-dino doctor`: versions, device, trainer registration, weights per backbone."""
 
 
+EXAMPLE = "example: nnunet-dino doctor"
+
+
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("doctor", help="versions, device, trainer registration, weights per backbone")
+    p = subparsers.add_parser("doctor", help="versions, device, trainer registration, weights per backbone",
+                              epilog=EXAMPLE)
     p.set_defaults(run=run)
 
 

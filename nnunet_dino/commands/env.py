@@ -2,8 +2,12 @@
 import os
 
 
+EXAMPLE = "example: nnunet-dino env --path"
+
+
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("env", help="print the nnUNet_extTrainer export line (or --path: the folder)")
+    p = subparsers.add_parser("env", help="print the nnUNet_extTrainer export line (or --path: the folder)",
+                              epilog=EXAMPLE)
     p.add_argument("--path", action="store_true", help="print only the trainer folder")
     p.set_defaults(run=run)
 

@@ -4,9 +4,13 @@ import os
 from ..errors import MissingInputError
 
 
+EXAMPLE = ("example: nnunet-dino evaluate nnUNet_raw/Dataset042_Liver/labelsTr predictions/ -d "
+           "nnUNet_raw/Dataset042_Liver")
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="per-class Dice, HD95 and ASD (mm) of a prediction folder -> "
-                                               "JSON + CSV")
+                                               "JSON + CSV", epilog=EXAMPLE)
     p.add_argument("gt_dir", help="folder of reference segmentations")
     p.add_argument("pred_dir", help="folder of predicted segmentations (same file names)")
     p.add_argument("-d", "--dataset-json", required=True,

@@ -10,13 +10,16 @@ import torch
 from ..errors import OptionError
 
 
+EXAMPLE = "example: nnunet-dino gpu-check --device cuda --json gpu_check.json"
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "gpu-check", help="check the CUDA training path of every family (run it first on a GPU machine)",
         description="For SegDINO, U-DFA and Dino U-Net at their smallest size (random frozen backbones): a few "
                     "training steps eager vs torch.compile under nnU-Net's fp16 autocast + GradScaler, a gradient "
                     "for every trainable parameter, fp16 vs fp32 logits, peak memory, steps/s, and a 2-GPU DDP run "
-                    "where two GPUs exist. Prints a pass/fail table; exits 1 if any check failed.")
+                    "where two GPUs exist. Prints a pass/fail table; exits 1 if any check failed.", epilog=EXAMPLE)
     p.add_argument("--device", choices=("cuda", "cpu"), default=None,
                    help="default: cuda if available, else cpu")
     p.add_argument("--steps", type=int, default=5, help="training steps per run (default 5)")

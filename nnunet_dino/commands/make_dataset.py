@@ -2,9 +2,12 @@
 import os
 
 
+EXAMPLE = "example: nnunet-dino make-dataset colin27 --id 902 --downsample 2 --structures grey"
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("make-dataset", help="build a real nnU-Net raw dataset (colin27: Colin27 T1 + AAL "
-                                                   "structures)")
+                                                   "structures)", epilog=EXAMPLE)
     p.add_argument("dataset", choices=["colin27"], help="colin27: axial slabs of the mricron-data brain")
     p.add_argument("--id", type=int, default=901, help="nnU-Net dataset id (default: 901)")
     p.add_argument("--name", default=None, help="dataset name (default: Colin27AAL, or Colin27AAL<N>mm)")

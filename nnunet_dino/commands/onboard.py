@@ -1,9 +1,14 @@
 """`nnunet-dino onboard`: a folder of images + masks -> a checked nnU-Net raw dataset."""
 
 
+EXAMPLE = ("example: nnunet-dino onboard scans/ -d 42 -n Liver --image-pattern '{case}_{channel}.nii.gz' "
+           "--mask-pattern '{case}_seg.nii.gz' --labels background=0 liver=1 tumour=2 --modality CT")
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("onboard", help="your images + masks -> an nnU-Net raw dataset (checked, dataset.json, "
-                                              "integrity check); refuses listing every bad file, writing nothing")
+                                              "integrity check); refuses listing every bad file, writing nothing",
+                                              epilog=EXAMPLE)
     p.add_argument("images", help="folder of images (training cases)")
     p.add_argument("masks", nargs="?", default=None,
                    help="folder of masks (default: the images folder, told apart by --mask-pattern)")

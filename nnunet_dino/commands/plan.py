@@ -1,8 +1,12 @@
 """`nnunet-dino plan`: plan (and preprocess) a dataset with a preset nnU-Net cannot find by -pl."""
 
 
+EXAMPLE = "example: nnunet-dino plan -d 42 --preset 2.5d --slices 5"
+
+
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("plan", help="plan (and preprocess) a dataset with a preset nnU-Net cannot find by -pl")
+    p = subparsers.add_parser("plan", help="plan (and preprocess) a dataset with a preset nnU-Net cannot find by -pl",
+                              epilog=EXAMPLE)
     p.add_argument("-d", "--dataset", type=int, required=True, help="dataset id")
     p.add_argument("--preset", default="dinounet512", choices=["dinounet512", "2.5d"],
                    help="dinounet512: Dino U-Net's recipe (median slice -> 512x512, patch 512x512, 4 stages); "

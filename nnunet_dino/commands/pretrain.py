@@ -27,9 +27,14 @@ RECIPE_OPTIONS = (
 )
 
 
+EXAMPLE = ("example: nnunet-dino pretrain -d 42 --backbone dinov3_vitb16 --init "
+           "weights/dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth --steps 20000 -o weights/ct_dinov3_vitb16.pth")
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("pretrain", help="DINO self-supervised continued pretraining of a backbone on your "
-                                               "own scans (2D slices); writes weights for nnUNet_dino_weights")
+                                               "own scans (2D slices); writes weights for nnUNet_dino_weights",
+                                               epilog=EXAMPLE)
     p.add_argument("-d", "--datasets", nargs="+", default=[], help="nnU-Net dataset ids or names (labels unused)")
     p.add_argument("--folder", action="append", default=[], help="a folder of unlabelled images/volumes (repeatable)")
     p.add_argument("--backbone", required=True, help="backbone name (see `nnunet-dino weights list`)")

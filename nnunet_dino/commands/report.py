@@ -4,11 +4,16 @@ import os
 from . import add_model_selection
 
 
+EXAMPLE = ("example: nnunet-dino report -d 42 -tr nnUNetTrainer:3d_fullres nnUNetTrainerUDFA_S --train-fractions "
+           "0.25 1.0")
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("report", help="cross-validation report of any models (TRAINER[:CONFIGURATION[:PLANS]]): "
                                              "Dice/HD95/ASD per class (mean ± sd over folds), bootstrap intervals, "
                                              "Wilcoxon + Holm and a verdict against a reference, learning curves of "
-                                             "train fractions, parameters, times; Markdown and self-contained HTML")
+                                             "train fractions, parameters, times; Markdown and self-contained HTML",
+                                             epilog=EXAMPLE)
     add_model_selection(p)
     p.add_argument("--reference", default=None,
                    help="model the others are compared with, as given to -tr (default: the first "

@@ -2,11 +2,14 @@
 from . import add_model_selection
 
 
+EXAMPLE = "example: nnunet-dino select -d 42 -tr nnUNetTrainer:3d_fullres nnUNetTrainerUDFA_S nnUNetTrainerUDFA_S:2.5d"
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("select", help="nnU-Net's find_best_configuration over any models "
                                              "(TRAINER[:CONFIGURATION[:PLANS]], e.g. nnUNetTrainer:3d_fullres beside "
                                              "nnUNetTrainerSegDINO:2.5d): best model or ensemble, postprocessing, "
-                                             "inference instructions")
+                                             "inference instructions", epilog=EXAMPLE)
     add_model_selection(p, fractions=False)
     p.add_argument("--no-ensembles", action="store_true", help="compare single models only (no .npz needed)")
     p.add_argument("-np", type=int, default=1, help="worker processes (default: 1)")

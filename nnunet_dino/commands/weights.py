@@ -5,8 +5,19 @@ from __future__ import annotations
 import json
 
 
+EXAMPLE = "example: nnunet-dino weights verify weights/dinov2_vitb14_pretrain.pth --backbone dinov2_vitb14"
+#: one example per action, shown at the end of `nnunet-dino weights ACTION --help`
+ACTION_EXAMPLES = {
+    "list": "example: nnunet-dino weights list --no-hash",
+    "verify": EXAMPLE,
+    "convert": ("example: nnunet-dino weights convert dinov2_vits14_pretrain.pth --to safetensors "
+                "dinov2_vits14.safetensors"),
+    "fetch": "example: nnunet-dino weights fetch dinov3_vits16 --to weights/",
+}
+
+
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("weights", help="list, verify, convert and fetch DINO weights")
+    p = subparsers.add_parser("weights", help="list, verify, convert and fetch DINO weights", epilog=EXAMPLE)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("list", help="per backbone: what is found where, format, size, sha256, licence")
     a.add_argument("--no-hash", action="store_true", help="skip the sha256 of each file (large files take a while)")
@@ -21,6 +32,8 @@ def add_parser(subparsers) -> None:
     a = actions.add_parser("fetch", help="download a backbone's weights from the Hugging Face hub (online only)")
     a.add_argument("name", help="backbone name, as `nnunet-dino weights list` shows")
     a.add_argument("--to", dest="folder", help="folder to download into (default: $nnUNet_dino_weights)")
+    for action, action_parser in actions.choices.items():
+        action_parser.epilog = ACTION_EXAMPLES[action]
     p.set_defaults(run=run)
 
 
