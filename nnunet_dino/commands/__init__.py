@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 
 #: in the order `nnunet-dino --help` lists them
-COMMANDS = ("doctor", "env", "make_dataset", "onboard", "plan", "crossval", "report", "select", "evaluate", "bundle",
-            "weights", "pretrain", "bench", "gpu_check", "demo")
+COMMANDS = ("doctor", "env", "make_dataset", "onboard", "plan", "crossval", "report", "select", "predict", "evaluate",
+            "bundle", "weights", "pretrain", "bench", "gpu_check", "demo")
 
 
 def fold_argument(text: str):
