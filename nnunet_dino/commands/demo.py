@@ -21,7 +21,12 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..demo import run_demo
-    run_demo(args.output, trainer=args.trainer, baseline=args.baseline, dataset=args.dataset, keep=args.keep,
-             budget_seconds=args.budget_seconds)
+    import sys
+    from ..demo import DemoStepFailed, run_demo
+    try:
+        run_demo(args.output, trainer=args.trainer, baseline=args.baseline, dataset=args.dataset, keep=args.keep,
+                 budget_seconds=args.budget_seconds)
+    except DemoStepFailed as failure:  # the console shows the end of the log already
+        print(f"nnunet-dino demo: {failure}", file=sys.stderr)
+        return 1
     return 0

@@ -8,9 +8,11 @@
 2. Runs nnU-Net's own commands: plan_and_preprocess, then trains one DINO trainer and nnU-Net's
    own `nnUNetTrainer` for the same budget (a number of training iterations, the trainers' class
    attributes; or `--budget-seconds` of wall clock each), predicts the held-out cases with both.
-   It prints each step, and while training the iterations done and an estimate of the time left.
 3. Evaluates (Dice, HD95, ASD in mm) and writes `report.md` with a per-structure table and PNG
    figures into the output folder.
+
+The console shows the demo's own story: each step, the training progress and time left, the results.
+nnU-Net's output goes to `demo_log.txt` in the output folder, shown (its end) only when a step fails.
 """
 from __future__ import annotations
 
@@ -27,13 +29,17 @@ from ..errors import MissingInputError, OptionError
 from ..nnunet import model_folder, nnunet_environment, plan_and_preprocess, predict, train
 from ..nnunet.models import model_facts
 from ..training.base import RANDOM_BACKBONE_BANNER
-from ..training.budget import BUDGET_SECONDS_ENV_VAR, parse_progress
+from ..training.budget import BUDGET_SECONDS_ENV_VAR
+from .console import DemoStepFailed, StepPrinter
+
+__all__ = ["DemoStepFailed", "StepPrinter", "run_demo"]
 
 COLIN27_DEMO_ID, SYNTHETIC_DEMO_ID = 902, 990
 DEFAULT_DINO_TRAINER, DEFAULT_BASELINE = "nnUNetTrainerUDFA_S_demo", "nnUNetTrainer_demo"
+LOG_NAME = "demo_log.txt"
 
 
-def build_demo_dataset(raw_root: str, dataset: str = "auto") -> tuple:
+def build_demo_dataset(raw_root: str, dataset: str = "auto", say=print) -> tuple:
     """(dataset folder, description lines). `dataset`: 'auto' (real data if available), 'colin27', 'synthetic'."""
     from ..datasets.colin27 import find_mricron_templates, make_colin27_dataset
     from ..datasets.synthetic import make_synthetic_2d
@@ -49,32 +55,11 @@ def build_demo_dataset(raw_root: str, dataset: str = "auto") -> tuple:
     if dataset == "colin27":
         raise MissingInputError("mricron-data is not installed: `sudo apt-get install mricron-data`")
     if dataset == "auto":
-        print("!! mricron-data is not installed (Debian: `sudo apt-get install mricron-data`): "
-              "the demo falls back to a SYNTHETIC dataset of disks and squares.", flush=True)
+        say("!! mricron-data is not installed (Debian: `sudo apt-get install mricron-data`): "
+            "the demo falls back to a SYNTHETIC dataset of disks and squares.")
     folder = make_synthetic_2d(raw_root, SYNTHETIC_DEMO_ID)
     return folder, ["**Data:** a synthetic dataset (disks and squares, 10 training + 2 test images), "
                     "because Debian's mricron-data was not available. It shows the pipeline only."]
-
-
-class StepPrinter:
-    """`[k/n] step` lines; while a trainer runs, its progress every `every_s` seconds and at the end."""
-
-    def __init__(self, steps: int, every_s: float = 20.0):
-        self.steps, self.current, self.every_s, self.last, self.printed = steps, 0, every_s, None, -1e9
-
-    def step(self, text: str) -> None:
-        self.current, self.last, self.printed = self.current + 1, None, -1e9
-        print(f"[{self.current}/{self.steps}] {text}", flush=True)
-
-    def __call__(self, line: str) -> None:  # a line of the trainer's output
-        progress = parse_progress(line)
-        if progress is None:
-            return
-        self.last = progress
-        if time.monotonic() - self.printed >= self.every_s or progress.done >= progress.total:
-            self.printed = time.monotonic()
-            print(f"      {progress.done}/{progress.total} {progress.unit}, {progress.seconds:.0f} s of training, "
-                  f"about {progress.seconds_left:.0f} s left", flush=True)
 
 
 def train_and_predict(dataset_id: int, name: str, folder: str, output: str, env: dict, log: str,
@@ -91,13 +76,10 @@ def train_and_predict(dataset_id: int, name: str, folder: str, output: str, env:
     return {"timings": timings, "predictions": predictions, "budget": budget}
 
 
-def run_demo(output: str, trainer: str = DEFAULT_DINO_TRAINER, baseline: str = DEFAULT_BASELINE,
-             dataset: str = "auto", keep: bool = False, budget_seconds: float = None) -> dict:
-    from ..evaluation import evaluate_folders
-    from .report import render_figures, write_report
+def _demo_environment(output: str, keep: bool, budget_seconds) -> dict:
+    """nnU-Net's folders under OUTPUT/nnunet (emptied unless `keep`), random weights unless set, the budget."""
     if budget_seconds is not None and not budget_seconds > 0:
         raise OptionError(f"--budget-seconds must be a positive number of seconds, got {budget_seconds:g}")
-    output = os.path.abspath(output)
     work = os.path.join(output, "nnunet")
     if os.path.isdir(work) and not keep:
         shutil.rmtree(work)
@@ -107,53 +89,99 @@ def run_demo(output: str, trainer: str = DEFAULT_DINO_TRAINER, baseline: str = D
     env.pop(BUDGET_SECONDS_ENV_VAR, None)
     if budget_seconds is not None:
         env[BUDGET_SECONDS_ENV_VAR] = str(budget_seconds)
+    return env
+
+
+def run_demo(output: str, trainer: str = DEFAULT_DINO_TRAINER, baseline: str = DEFAULT_BASELINE,
+             dataset: str = "auto", keep: bool = False, budget_seconds: float = None) -> dict:
+    from ..evaluation import evaluate_folders
+    output = os.path.abspath(output)
+    env = _demo_environment(output, keep, budget_seconds)
+    log = os.path.join(output, LOG_NAME)
+    open(log, "w").close()  # this run's log only
+    steps, timings, start = StepPrinter(7, log_path=log), {}, time.time()
+    steps.say(f"nnunet-dino demo: {trainer} against {baseline}, trained and compared on a CPU")
+    steps.say(f"nnU-Net's own commands and their output: {log}")
     random_backbone = is_random_setting(env[WEIGHTS_ENV_VAR])
     if random_backbone:
-        print(RANDOM_BACKBONE_BANNER, flush=True)
-    log, timings, start = os.path.join(output, "demo_log.txt"), {}, time.time()
-    steps = StepPrinter(7)
+        steps.say(RANDOM_BACKBONE_BANNER)
+    with steps.quiet():
+        steps.step("building the dataset")
+        folder, intro = build_demo_dataset(env["nnUNet_raw"], dataset, say=steps.say)
+        dataset_id = convert_dataset_name_to_id(os.path.basename(folder))
+        steps.done(f"{folder} ({len(os.listdir(os.path.join(folder, 'labelsTr')))} training and "
+                   f"{len(os.listdir(os.path.join(folder, 'labelsTs')))} test cases)")
+        steps.step("nnU-Net plan and preprocess")
+        timings["plan_and_preprocess"] = plan_and_preprocess(dataset_id, env, log)
+        steps.done()
+        summaries, facts, predictions = {}, {}, {}
+        dataset_json = os.path.join(folder, "dataset.json")
+        for name in (trainer, baseline):
+            run = train_and_predict(dataset_id, name, folder, output, env, log, steps)
+            timings.update(run["timings"])
+            predictions[name] = run["predictions"]
+            summaries[name] = evaluate_folders(os.path.join(folder, "labelsTs"), predictions[name], dataset_json)
+            steps.done(f"mean foreground Dice {summaries[name]['foreground_mean']['Dice']:.3f}")
+            model = model_folder(os.path.basename(folder), name, results=env["nnUNet_results"])
+            facts[name] = dict(model_facts(model), budget=run["budget"])
+        steps.step("writing the report and figures")
+        timings["total"] = time.time() - start
+        result = _write_outputs(output, folder, intro, env, trainer,
+                                dict(summaries=summaries, facts=facts, predictions=predictions, timings=timings))
+        steps.done()
+    _print_results(steps, result, log)
+    return result
 
-    steps.step("building the dataset")
-    folder, intro = build_demo_dataset(env["nnUNet_raw"], dataset)
-    dataset_id = convert_dataset_name_to_id(os.path.basename(folder))
-    print(f"demo dataset: {folder}", flush=True)
-    steps.step("nnU-Net plan and preprocess")
-    timings["plan_and_preprocess"] = plan_and_preprocess(dataset_id, env, log)
-    summaries, facts, predictions = {}, {}, {}
-    dataset_json = os.path.join(folder, "dataset.json")
-    for name in (trainer, baseline):
-        run = train_and_predict(dataset_id, name, folder, output, env, log, steps)
-        timings.update(run["timings"])
-        predictions[name] = run["predictions"]
-        summaries[name] = evaluate_folders(os.path.join(folder, "labelsTs"), predictions[name], dataset_json)
-        model = model_folder(os.path.basename(folder), name, results=env["nnUNet_results"])
-        facts[name] = dict(model_facts(model), budget=run["budget"])
-    steps.step("evaluating and writing the report")
-    labels = json.load(open(dataset_json))["labels"]
-    label_names = {str(v): k for k, v in labels.items() if k != "background"}
-    figures = render_figures(os.path.join(folder, "imagesTs"), os.path.join(folder, "labelsTs"), predictions,
-                             output, json.load(open(dataset_json))["file_ending"], len(labels),
+
+def _write_outputs(output: str, folder: str, intro: list, env: dict, trainer: str, runs: dict) -> dict:
+    """report.md, the figures and demo_result.json; returns what demo_result.json holds. `runs`: the
+    models' summaries, facts, prediction folders and the timings."""
+    import torch
+    from ..bench.run import machine_info
+    from ..networks.base import cpu_has_native_bf16
+    from .figures import render_figures
+    from .report import reproducibility_statement, write_report
+    with open(os.path.join(folder, "dataset.json")) as f:
+        dataset_json = json.load(f)
+    labels = dataset_json["labels"]
+    random_backbone = is_random_setting(env[WEIGHTS_ENV_VAR])
+    summaries, facts = runs["summaries"], runs["facts"]
+    figures = render_figures(os.path.join(folder, "imagesTs"), os.path.join(folder, "labelsTs"), runs["predictions"],
+                             output, dataset_json["file_ending"], {int(v): k for k, v in labels.items()},
                              captions={trainer: "RANDOM frozen backbone"} if random_backbone else None)
-    timings["total"] = time.time() - start
     weights = ("**Backbone weights: RANDOM** (`nnUNet_dino_weights=random`). The frozen DINO encoder is "
                "random, so the DINO model's numbers show the pipeline working and what its trainable "
                "adapter/decoder learn on their own, NOT what the method achieves with pretrained DINO "
                "features. Set `nnUNet_dino_weights` to real weights for a meaningful comparison."
                if random_backbone else f"**Backbone weights:** `{env[WEIGHTS_ENV_VAR]}`.")
+    machine = machine_info(torch.device("cpu"))
     budget = budget_statement(facts)
+    reproducibility = reproducibility_statement(machine, cpu_has_native_bf16(), BUDGET_SECONDS_ENV_VAR in env)
     report = os.path.join(output, "report.md")
-    write_report(report, "nnunet-dino demo", intro + [weights, budget], summaries, label_names, facts, figures,
-                 timings)
-    means = {name: s["foreground_mean"]["Dice"] for name, s in summaries.items()}
-    print("\n" + open(report).read().split("## Models")[0].split("## Results on the held-out test cases")[1].strip())
-    print("\nmean foreground Dice: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
-    print(budget + f"\ntotal {timings['total'] / 60:.1f} min\nreport: {report}")
-    result = {"dataset": folder, "weights": env[WEIGHTS_ENV_VAR], "mean_dice": means, "timings": timings,
+    write_report(report, "nnunet-dino demo", intro + [weights, budget, reproducibility], summaries,
+                 {str(v): k for k, v in labels.items() if k != "background"}, facts, figures, runs["timings"])
+    result = {"dataset": folder, "weights": env[WEIGHTS_ENV_VAR], "machine": machine,
+              "mean_dice": {name: s["foreground_mean"]["Dice"] for name, s in summaries.items()},
+              "timings": runs["timings"],
               "budget": {n: f["budget"] and f["budget"]._asdict() for n, f in facts.items()},
-              "report": report, "figures": figures}
+              "report": report, "figures": figures, "budget_statement": budget}
     with open(os.path.join(output, "demo_result.json"), "w") as f:
         json.dump(result, f, indent=2)
     return result
+
+
+def _print_results(steps: StepPrinter, result: dict, log: str) -> None:
+    """The results table of report.md, each model's mean Dice and budget, and where everything is."""
+    with open(result["report"]) as f:
+        table = f.read().split("## Results on the held-out test cases")[1].split("## Models")[0].strip()
+    steps.say("\n" + table)
+    steps.say("\nmean foreground Dice: " + ", ".join(f"{k} {v:.3f}" for k, v in result["mean_dice"].items()))
+    steps.say(result["budget_statement"].replace("**", ""))
+    steps.say(f"total {result['timings']['total'] / 60:.1f} min on {result['machine']['cpu']} "
+              f"({result['machine']['cores']} cores)")
+    steps.say(f"report: {result['report']}")
+    steps.say("figures: " + ", ".join(result["figures"]))
+    steps.say(f"nnU-Net's log: {log}")
 
 
 def budget_statement(facts: dict) -> str:
