@@ -48,6 +48,7 @@ setup(
         "numpy>=1.24",
         "scipy>=1.10",
         "SimpleITK>=2.2.1",
+        "highdicom>=0.28,<0.30",  # DICOM-SEG masks in `onboard` (brings pydicom 3)
     ],
     extras_require={
         "hub": ["huggingface_hub>=0.20"],

@@ -30,6 +30,8 @@ def add_parser(subparsers) -> None:
                         "rescale_to_0_1 nonorm")
     p.add_argument("--test-images", default=None, help="folder of unlabelled test images -> imagesTs")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset with this id")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse the findings too (constant images, empty masks), not only the errors")
     p.add_argument("-np", type=int, default=2, help="worker processes (default: 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
@@ -41,6 +43,6 @@ def run(args) -> int:
                      image_pattern=args.image_pattern, mask_pattern=args.mask_pattern, channels=args.channels,
                      labels=args.labels, modality=args.modality, normalization=args.normalization,
                      test_images=args.test_images, overwrite=args.overwrite, num_processes=args.np,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, strict=args.strict)
     print(format_summary(result))
     return 0

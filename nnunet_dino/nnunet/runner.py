@@ -3,10 +3,12 @@ a user types them. One runner serves the demo, cross-validation and the end-to-e
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -26,10 +28,12 @@ def nnunet_command(name: str) -> str:
 
 
 def run_nnunet(args: Sequence[str], env: Optional[Dict[str, str]] = None, log_path: Optional[str] = None,
-               echo: bool = True, stream: bool = False,
-               on_line: Optional[Callable[[str], None]] = None) -> Tuple[int, float, str]:
+               echo: bool = True, stream: bool = False, on_line: Optional[Callable[[str], None]] = None,
+               own_session: bool = False) -> Tuple[int, float, str]:
     """Run one command; its output is appended to `log_path` and, with `stream`, copied to the console
-    line by line (`on_line` sees every line). Returns (exit code, seconds, the end of its output)."""
+    line by line (`on_line` sees every line). Returns (exit code, seconds, the end of its output).
+    `own_session`: the child leads a session of its own, out of the terminal's Ctrl-C, and stopping it
+    ends its whole process group (for children with worker pools that do not stop on SIGINT)."""
     start = time.time()
     if echo:
         print("$", shlex.join(args), flush=True)
@@ -39,7 +43,7 @@ def run_nnunet(args: Sequence[str], env: Optional[Dict[str, str]] = None, log_pa
         if log:
             log.write(f"\n{time.strftime('%Y-%m-%d %H:%M:%S')} $ {shlex.join(args)}\n")
         process = subprocess.Popen([nnunet_command(args[0]), *args[1:]], env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, bufsize=1)
+                                   stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=own_session)
         try:
             for line in process.stdout:
                 tail.append(line)
@@ -52,7 +56,7 @@ def run_nnunet(args: Sequence[str], env: Optional[Dict[str, str]] = None, log_pa
                     on_line(line)
             code = process.wait()
         except BaseException:  # Ctrl-C (or an error here) must not leave the nnU-Net process running
-            _stop(process)
+            _stop(process, group=own_session)
             raise
     finally:
         if log:
@@ -60,8 +64,14 @@ def run_nnunet(args: Sequence[str], env: Optional[Dict[str, str]] = None, log_pa
     return code, time.time() - start, "".join(tail)
 
 
-def _stop(process: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """Ask a child to stop (SIGTERM: nnU-Net's trainers and their workers end), then kill it."""
+def _stop(process: subprocess.Popen, grace_s: float = 10.0, group: bool = False) -> None:
+    """Ask a child to stop (SIGTERM: nnU-Net's trainers and their workers end), then kill it; a `group`
+    leader is killed at once with its whole group."""
+    if group:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return
     process.terminate()
     try:
         process.wait(timeout=grace_s)

@@ -7,19 +7,17 @@ own integrity check on it and rename it into place. Any failure removes the temp
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 from ..datasets.folders import dataset_target, staged_dataset
+from ..nnunet.runner import run_nnunet
 from .channels import ChannelChoice, choose_channels, parse_channel_options
-from .checks import OnboardingError, find_problems, found_label_values, value_ranges
+from .checks import OnboardingError, find_findings, find_problems, found_label_values, value_ranges
 from .imageio import is_natural_2d
 from .labels import LabelPlan, parse_label_mapping, plan_labels
 from .naming import Problem, assemble_cases
@@ -46,6 +44,7 @@ class OnboardingResult:
     label_cases: Dict[int, int]          # nnU-Net label -> training cases containing it
     notes: List[str] = field(default_factory=list)
     replaced: List[str] = field(default_factory=list)
+    findings: List[Problem] = field(default_factory=list)   # legal but suspicious (--strict refuses them)
 
 
 def _check_target(raw: str, dataset_id: int, name: str, overwrite: bool) -> tuple:
@@ -61,31 +60,34 @@ def _dataset_json(result_channels: Sequence[ChannelChoice], plan: LabelPlan, num
             "description": f"onboarded by nnunet-dino from {source}"}
 
 
-def _record(train: Sequence[CaseScan], test: Sequence[CaseScan], channels, plan: LabelPlan, notes) -> dict:
-    return {"cases": {s.files.case: {"images": s.files.images, "mask": s.files.mask} for s in train},
-            "test_cases": {s.files.case: {"images": s.files.images} for s in test},
+def _case_record(scan: CaseScan, with_mask: bool) -> dict:
+    """Source files of a case; DICOM series folders also by their series instance UIDs."""
+    record = {"images": scan.files.images, **({"mask": scan.files.mask} if with_mask else {})}
+    if any(f.series_uid for f in scan.images):
+        record["source_series_uids"] = [f.series_uid for f in scan.images]
+    return record
+
+
+def _record(train: Sequence[CaseScan], test: Sequence[CaseScan], channels, plan: LabelPlan, notes,
+            findings: Sequence[Problem]) -> dict:
+    return {"cases": {s.files.case: _case_record(s, True) for s in train},
+            "test_cases": {s.files.case: _case_record(s, False) for s in test},
             "mask_value_to_label": {str(k): v for k, v in plan.mask_to_label.items()},
-            "channels": [c.__dict__ for c in channels], "notes": list(notes)}
+            "channels": [c.__dict__ for c in channels], "notes": list(notes),
+            "findings": [{"kind": f.kind, "files": {p: f.file_notes.get(p, "") for p in f.files}} for f in findings]}
 
 
 def _integrity_check(folder: str, num_processes: int) -> None:
     """nnU-Net's own integrity check, in a child process of its own session: nnU-Net's worker pool does
-    not stop on Ctrl-C, so the terminal's SIGINT reaches only this process, which then ends the child's
-    whole process group (the pool included) at once."""
+    not stop on Ctrl-C, so the terminal's SIGINT reaches only this process, and the runner then ends the
+    child's whole process group (the pool included) at once."""
     code = ("import sys\nfrom nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity\n"
             "verify_dataset_integrity(sys.argv[1], num_processes=int(sys.argv[2]))")
-    child = subprocess.Popen([sys.executable, "-c", code, folder, str(num_processes)], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        output, _ = child.communicate()
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGKILL)
-        child.wait()
-        raise
-    if child.returncode != 0:
+    exit_code, _, output = run_nnunet([sys.executable, "-c", code, folder, str(num_processes)], echo=False,
+                                      own_session=True)
+    if exit_code != 0:
         last = [line for line in output.strip().splitlines() if line.strip()][-3:]
-        raise AssertionError(" | ".join(last) or f"exit code {child.returncode}")
+        raise AssertionError(" | ".join(last) or f"exit code {exit_code}")
 
 
 def _verify(folder: str, num_processes: int) -> None:
@@ -143,12 +145,14 @@ def onboard(images: str, masks: Optional[str], dataset_id: int, name: str, raw: 
             channels: Optional[Sequence[str]] = None, labels: Optional[Sequence[str]] = None,
             modality: Optional[Sequence[str]] = None, normalization: Optional[Sequence[str]] = None,
             test_images: Optional[str] = None, overwrite: bool = False, num_processes: int = 1,
-            progress: bool = True) -> OnboardingResult:
+            progress: bool = True, strict: bool = False) -> OnboardingResult:
     """Convert a folder of images (+ masks) into an nnU-Net raw dataset; see the module docstring.
 
     `masks` None: masks are in `images` too, told apart by `mask_pattern`. `labels`: `name=value`
     strings or one JSON file path (values as found in the masks); None infers them from the masks.
-    Raises OnboardingError (every problem, every file) or ValueError (a bad option).
+    Findings (legal but suspicious inputs, see checks.find_findings) are reported with the result, or
+    with `strict` refused like problems. Raises OnboardingError (every problem, every file) or ValueError
+    (a bad option).
     """
     raw = raw or os.environ.get("nnUNet_raw")
     if not raw:
@@ -165,6 +169,9 @@ def onboard(images: str, masks: Optional[str], dataset_id: int, name: str, raw: 
     train, test, ignored = _scan(images, masks, image_pattern, mask_pattern, channels, test_images, num_processes,
                                  progress, problems)
     problems += find_problems(train, test, given)
+    findings = find_findings(train, test)
+    if strict:
+        problems += [Problem(f"{f.kind} (refused by --strict)", f.files, f.detail, f.file_notes) for f in findings]
     if problems:
         raise OnboardingError(problems, raw)
 
@@ -195,7 +202,7 @@ def onboard(images: str, masks: Optional[str], dataset_id: int, name: str, raw: 
         with open(os.path.join(temporary, "dataset.json"), "w") as f:
             json.dump(_dataset_json(choices, plan, len(train), file_ending, name, os.path.abspath(images)), f, indent=2)
         with open(os.path.join(temporary, RECORD_FILE), "w") as f:
-            json.dump(_record(train, test, choices, plan, notes), f, indent=2)
+            json.dump(_record(train, test, choices, plan, notes, findings), f, indent=2)
         _verify(temporary, num_processes)
     return OnboardingResult(os.path.join(raw, final_name), dataset_id, len(train), len(test), file_ending, train[0].images[0].geometry.ndim,
-                            choices, plan, *_tally(train, plan), notes=notes, replaced=replace)
+                            choices, plan, *_tally(train, plan), notes=notes, replaced=replace, findings=findings)

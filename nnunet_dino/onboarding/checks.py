@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .naming import Problem
-from .scan import CaseScan, FileFacts
+from .scan import NEAR_CONSTANT_SHARE, CaseScan, FileFacts
 from ..errors import UserError
 
 SPACING_RTOL = 1e-3  # relative: exporters round spacings differently; the output copies the image's
@@ -45,10 +45,18 @@ def _roles(scan: CaseScan) -> List[Tuple[str, FileFacts]]:
     return pairs + ([("mask", scan.mask)] if scan.mask else [])
 
 
+def _stacked_channels(files: Sequence[Tuple[str, FileFacts]]) -> bool:
+    """Whether an image has one axis more than the mask, the others equal: channels stacked in one file."""
+    masks = [f.shape for role, f in files if role == "mask"]
+    return bool(masks) and any(len(f.shape) == len(masks[0]) + 1 and masks[0] in (f.shape[1:], f.shape[:-1])
+                               for role, f in files if role != "mask")
+
+
 def _grid_notes(files: Sequence[Tuple[str, FileFacts]]) -> Tuple[str, str]:
     """(kind, summary) of the first way a case's files disagree on their grid; ('', '') if they agree."""
     if len({f.shape for _, f in files}) > 1:
-        return "shape", ", ".join(f"{role} {f.shape}" for role, f in files)
+        kind = "stacked" if _stacked_channels(files) else "shape"
+        return kind, ", ".join(f"{role} {f.shape}" for role, f in files)
     spatial = [(role, f.geometry) for role, f in files if f.geometry.spacing]
     if not spatial:
         return "", ""
@@ -67,6 +75,10 @@ def _grid_notes(files: Sequence[Tuple[str, FileFacts]]) -> Tuple[str, str]:
 
 
 _GRID_PROBLEMS = {  # kind -> (problem, what to do)
+    "stacked": ("images holding several channels (or time points) in one file: one axis more than the mask "
+                "(shapes in numpy order)",
+                "nnU-Net wants one file per channel: split each into CASE_0000, CASE_0001, ... files along the "
+                "extra axis and onboard with --image-pattern '{case}_{channel}'"),
     "shape": ("size mismatches between a case's images and mask (shapes in numpy order)",
               "images and mask of a case must have the same size"),
     "spacing": ("spacing mismatches between a case's images and mask (mm, numpy order)",
@@ -139,6 +151,16 @@ def _label_problems(scans: Sequence[CaseScan], given: Optional[Dict[str, int]]) 
     return problems
 
 
+def _non_finite_problems(scans: Sequence[CaseScan]) -> List[Problem]:
+    notes = {f.path: f"{f.nan_voxels} NaN, {f.inf_voxels} infinite voxel(s)"
+             for scan in scans for f in scan.images if f.nan_voxels or f.inf_voxels}
+    if not notes:
+        return []
+    return [Problem("images with NaN or infinite values", list(notes),
+                    "replace them (e.g. with the background value) and onboard again: nnU-Net's integrity check "
+                    "refuses NaN, and one such voxel spreads through the intensity normalisation", notes)]
+
+
 def find_problems(train: Sequence[CaseScan], test: Sequence[CaseScan],
                   given_labels: Optional[Dict[str, int]]) -> List[Problem]:
     """All problems of the scanned training and test cases (naming problems are found earlier)."""
@@ -147,10 +169,28 @@ def find_problems(train: Sequence[CaseScan], test: Sequence[CaseScan],
     if unreadable:
         problems.append(Problem("files that cannot be read or used", list(unreadable),
                                 "fix or replace them", unreadable))
+    problems += _non_finite_problems(list(train) + list(test))
     problems += _grid_problems(list(train) + list(test))
     problems += _channel_problems(list(train) + list(test))
     problems += _label_problems(train, given_labels)
     return problems
+
+
+def find_findings(train: Sequence[CaseScan], test: Sequence[CaseScan]) -> List[Problem]:
+    """What is legal but suspicious: (nearly) constant images, which are almost always a wrong export and
+    which z-scoring cannot normalise, and masks holding only background, which are legitimate negative
+    cases but easy to miss. Reported one file per line; `--strict` refuses them."""
+    findings = []
+    constant = {f.path: f"{f.common_value:g} in {100 * f.common_share:.2f} % of the voxels"
+                for scan in list(train) + list(test) for f in scan.images if f.common_share >= NEAR_CONSTANT_SHARE}
+    if constant:
+        findings.append(Problem("constant or near-constant images", list(constant),
+                                "almost always a wrong export (an empty or clipped volume): check them", constant))
+    empty = [s.mask.path for s in train if s.mask is not None and s.mask.integer_valued and set(s.mask.label_counts) <= {0}]
+    if empty:
+        findings.append(Problem("empty masks (background only)", empty,
+                                "right for negative cases; otherwise the mask is missing its labels"))
+    return findings
 
 
 def found_label_values(scans: Sequence[CaseScan]) -> List[int]:

@@ -9,24 +9,16 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
-from dataclasses import dataclass
 from typing import BinaryIO, Optional, Tuple
 
 import numpy as np
 
+from . import dicom
+from .geometry import Geometry, UnsupportedImage
 from .naming import EXTENSIONS_2D, split_extension
 
-
-@dataclass
-class Geometry:
-    ndim: int = 2                                   # spatial dimensions (components excluded)
-    spacing: Optional[Tuple[float, ...]] = None     # numpy order, mm
-    origin: Optional[Tuple[float, ...]] = None      # SimpleITK (x, y, z) order
-    direction: Optional[Tuple[float, ...]] = None
-
-
-class UnsupportedImage(ValueError):
-    """The file is readable but cannot be used as it is (the message says why and what to do)."""
+__all__ = ["Geometry", "UnsupportedImage", "check_complete", "components_of", "is_natural_2d", "read_array",
+           "write_png", "write_sitk"]
 
 
 def is_natural_2d(path: str) -> bool:
@@ -123,18 +115,48 @@ def check_complete(path: str) -> None:
                                f"missing part with zeros; copy or export the file again") from None
 
 
-def read_array(path: str, as_mask: bool = False) -> Tuple[np.ndarray, Geometry]:
-    """(array, geometry) of one image or mask file; raises UnsupportedImage with a fix."""
+def _check_spatial(image, as_mask: bool):
+    """A 4D file (time points or channels stacked in one file) is named with its fix; a 4th axis of one
+    voxel is dropped."""
+    import SimpleITK as sitk
+    size = image.GetSize()
+    if image.GetDimension() == 4 and size[3] == 1:
+        return sitk.Extract(image, (*size[:3], 0), (0, 0, 0, 0))
+    if image.GetDimension() <= 3:
+        return image
+    shape = " x ".join(str(n) for n in size)
+    if as_mask:
+        raise UnsupportedImage(f"{image.GetDimension()}D mask ({shape} voxels, x y z ...): a mask is one 2D or 3D "
+                               f"label image per case")
+    raise UnsupportedImage(f"{image.GetDimension()}D image ({shape} voxels, x y z and {size[3]} along the 4th axis): "
+                           f"time points or channels stacked in one file. nnU-Net wants one 3D file per channel: "
+                           f"split it into CASE_0000.nii.gz, CASE_0001.nii.gz, ... (e.g. `fslsplit FILE CASE_ -t`, "
+                           f"or SimpleITK's Extract per index), keep the channels you mean, and onboard with "
+                           f"--image-pattern '{{case}}_{{channel}}'")
+
+
+def read_array(path: str, as_mask: bool = False,
+               image: Optional[str] = None) -> Tuple[np.ndarray, Optional[Geometry]]:
+    """(array, geometry) of one image or mask file, or of a DICOM series folder; raises UnsupportedImage
+    with a fix. A DICOM mask (DICOM-SEG) is read onto the slices of `image`, its case's series folder,
+    and has that series' grid: its geometry is None."""
     if is_natural_2d(path):
         return _read_natural(path, as_mask), Geometry(ndim=2)
+    if as_mask and dicom.is_dicom_mask(path):
+        return dicom.read_segmentation(path, image), None
+    if os.path.isdir(path):
+        array, geometry, _ = dicom.read_series(path)
+        return array, geometry
+    if path.lower().endswith(dicom.DICOM_FILE):
+        dicom.check_is_image(path)
     import SimpleITK as sitk
-    image = sitk.ReadImage(path)
-    array = sitk.GetArrayFromImage(image)  # (z, y, x[, components])
-    if as_mask and image.GetNumberOfComponentsPerPixel() > 1:
-        raise UnsupportedImage(f"mask has {image.GetNumberOfComponentsPerPixel()} components per voxel: "
+    loaded = _check_spatial(sitk.ReadImage(path), as_mask)
+    array = sitk.GetArrayFromImage(loaded)  # (z, y, x[, components])
+    if as_mask and loaded.GetNumberOfComponentsPerPixel() > 1:
+        raise UnsupportedImage(f"mask has {loaded.GetNumberOfComponentsPerPixel()} components per voxel: "
                                f"save masks with one integer label per voxel")
-    geometry = Geometry(image.GetDimension(), tuple(float(s) for s in image.GetSpacing()[::-1]),
-                        tuple(image.GetOrigin()), tuple(image.GetDirection()))
+    geometry = Geometry(loaded.GetDimension(), tuple(float(s) for s in loaded.GetSpacing()[::-1]),
+                        tuple(loaded.GetOrigin()), tuple(loaded.GetDirection()))
     return array, geometry
 
 

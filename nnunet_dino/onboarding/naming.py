@@ -13,15 +13,19 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 from ..errors import MissingInputError, OptionError
 
-EXTENSIONS_3D = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+EXTENSIONS_3D = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm")
 EXTENSIONS_2D = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # longest first, so ".nii.gz" is not taken for ".gz"-less ".nii"
 SUPPORTED_EXTENSIONS = tuple(sorted(EXTENSIONS_3D + EXTENSIONS_2D, key=len, reverse=True))
+FOLDER_MARK = "/"  # list_files names a sub-folder (a DICOM series, or a DICOM-SEG's folder) 'NAME/'
 SAFE_CASE_ID = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def split_extension(filename: str) -> Tuple[str, str]:
-    """(stem, extension) for a supported image file; extension '' when the ending is not supported."""
+    """(stem, extension) for a supported image file; extension '' when the ending is not supported.
+    A folder named by list_files ('NAME/') has the extension '/'."""
+    if filename.endswith(FOLDER_MARK) and len(filename) > 1:
+        return filename[:-1], FOLDER_MARK
     lower = filename.lower()
     for ext in SUPPORTED_EXTENSIONS:
         if lower.endswith(ext) and len(filename) > len(ext):
@@ -87,10 +91,19 @@ class NamePattern:
         return found.group("case"), found.group("channel") if self.has_channel else None
 
 
+def _holds_files(folder: str) -> bool:
+    return any(not f.startswith(".") and os.path.isfile(os.path.join(folder, f)) for f in os.listdir(folder))
+
+
 def list_files(folder: str) -> List[str]:
+    """The files of `folder`, and its sub-folders that hold files (DICOM series) as 'NAME/'."""
     if not os.path.isdir(folder):
         raise MissingInputError(f"not a folder: {folder}")
-    return sorted(f for f in os.listdir(folder) if not f.startswith(".") and os.path.isfile(os.path.join(folder, f)))
+    names = [f for f in os.listdir(folder) if not f.startswith(".")]
+    files = [f for f in names if os.path.isfile(os.path.join(folder, f))]
+    folders = [f + FOLDER_MARK for f in names if os.path.isdir(os.path.join(folder, f))
+               and _holds_files(os.path.join(folder, f))]
+    return sorted(files + folders)
 
 
 def _group(folder: str, names: Sequence[str], pattern: NamePattern,
@@ -187,4 +200,20 @@ def assemble_cases(images_dir: str, masks_dir: Optional[str], image_pattern: Opt
         problems.append(Problem("case names that become the same nnU-Net identifier", [c.images[0] for c in clashing],
                                 "rename them: only letters, digits, '_' and '-' survive",
                                 {c.images[0]: f"case {c.source_case!r} -> {c.case!r}" for c in clashing}))
+    problems += _letter_case_clashes([c for c in cases if c.case not in clashes])
     return cases, problems, ignored
+
+
+def _letter_case_clashes(cases: Sequence[CaseFiles]) -> List[Problem]:
+    """Case names equal up to letter case ('Case1', 'case1') overwrite each other once the dataset is copied
+    to a case-insensitive file system (macOS, Windows, many shares), so they are refused."""
+    by_folded: Dict[str, List[CaseFiles]] = {}
+    for case in cases:
+        by_folded.setdefault(case.case.casefold(), []).append(case)
+    clashing = [c for group in by_folded.values() if len(group) > 1 for c in group]
+    if not clashing:
+        return []
+    notes = {c.images[0]: "cases " + ", ".join(repr(o.case) for o in by_folded[c.case.casefold()]) for c in clashing}
+    return [Problem("case names equal up to letter case", [c.images[0] for c in clashing],
+                    "they would overwrite each other on a case-insensitive file system (macOS, Windows) when the "
+                    "dataset is copied: rename one of each pair (e.g. 'case1' -> 'case1b')", notes)]

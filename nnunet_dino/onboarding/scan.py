@@ -3,15 +3,18 @@ ranges, label counts), so folders larger than memory stream through. Runs in wor
 from __future__ import annotations
 
 import multiprocessing
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import dicom
 from .imageio import Geometry, UnsupportedImage, check_complete, components_of, read_array
 from .naming import CaseFiles
 
 NON_INTEGER_EXAMPLES = 5
+NEAR_CONSTANT_SHARE = 0.999  # an image with one value in this share of its voxels is (nearly) constant
 
 
 @dataclass
@@ -25,6 +28,11 @@ class FileFacts:
     integer_valued: bool = True
     label_counts: Dict[int, int] = field(default_factory=dict)   # masks: value -> voxels
     non_integer_examples: List[float] = field(default_factory=list)
+    series_uid: Optional[str] = None       # a DICOM series folder's series instance UID
+    nan_voxels: int = 0
+    inf_voxels: int = 0
+    common_value: float = 0.0              # images: the median value, and the share of voxels holding it
+    common_share: float = 0.0
 
 
 @dataclass
@@ -39,16 +47,33 @@ def _spatial_shape(array: np.ndarray, geometry: Geometry) -> Tuple[int, ...]:
     return tuple(int(n) for n in array.shape[: geometry.ndim])
 
 
+def _common_value(values: np.ndarray) -> Tuple[float, float]:
+    """(value, share of voxels) of the median: a value held by most voxels is the median."""
+    if not values.size:
+        return 0.0, 0.0
+    median = np.median(values)
+    return float(median), float(np.count_nonzero(values == median)) / values.size
+
+
 def _image_facts(path: str) -> FileFacts:
     check_complete(path)
-    array, geometry = read_array(path)
-    finite = np.isfinite(array) if np.issubdtype(array.dtype, np.floating) else None
-    if finite is not None and not finite.all():
-        raise UnsupportedImage("contains NaN or infinite values: replace them (nnU-Net refuses NaN)")
-    integer_valued = (np.issubdtype(array.dtype, np.integer) or array.dtype == bool
-                      or bool(np.all(array == np.round(array))))
-    return FileFacts(path, _spatial_shape(array, geometry), geometry, components_of(array, geometry),
-                     float(array.min(initial=0)), float(array.max(initial=0)), integer_valued)
+    series_uid = None
+    if os.path.isdir(path):
+        array, geometry, series_uid = dicom.read_series(path)
+    else:
+        array, geometry = read_array(path)
+    values, nan_voxels, inf_voxels = array, 0, 0
+    if np.issubdtype(array.dtype, np.floating):
+        nan_voxels, inf_voxels = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+        if nan_voxels or inf_voxels:
+            values = array[np.isfinite(array)]  # the value facts below are of the finite voxels
+    integer_valued = (np.issubdtype(values.dtype, np.integer) or values.dtype == bool
+                      or bool(np.all(values == np.round(values))))
+    facts = FileFacts(path, _spatial_shape(array, geometry), geometry, components_of(array, geometry),
+                      float(values.min(initial=0)), float(values.max(initial=0)), integer_valued,
+                      series_uid=series_uid, nan_voxels=nan_voxels, inf_voxels=inf_voxels)
+    facts.common_value, facts.common_share = _common_value(values)
+    return facts
 
 
 def count_labels(array: np.ndarray) -> Dict[int, int]:
@@ -61,9 +86,14 @@ def count_labels(array: np.ndarray) -> Dict[int, int]:
     return {int(v): int(c) for v, c in zip(values, counts)}
 
 
-def _mask_facts(path: str) -> FileFacts:
+def _mask_facts(path: str, image: Optional[FileFacts]) -> FileFacts:
+    """Facts of a mask; a DICOM-SEG is read onto the slices of its image series, whose grid it has."""
     check_complete(path)
-    array, geometry = read_array(path, as_mask=True)
+    if image is None and dicom.is_dicom_mask(path):
+        raise UnsupportedImage("its image cannot be read (see the image's line), so the slices this DICOM mask "
+                               "refers to are unknown")
+    array, geometry = read_array(path, as_mask=True, image=image.path if image else None)
+    geometry = geometry or image.geometry
     facts = FileFacts(path, _spatial_shape(array, geometry), geometry)
     if np.issubdtype(array.dtype, np.floating):
         fractional = array != np.round(array)  # NaN counts as fractional too
@@ -85,7 +115,8 @@ def scan_case(files: CaseFiles) -> CaseScan:
             scan.unreadable.append((path, f"{type(error).__name__}: {error}"))
     if files.mask is not None:
         try:
-            scan.mask = _mask_facts(files.mask)
+            first = scan.images[0] if scan.images and scan.images[0].path == files.images[0] else None
+            scan.mask = _mask_facts(files.mask, first)
         except Exception as error:
             scan.unreadable.append((files.mask, f"{type(error).__name__}: {error}"))
     return scan

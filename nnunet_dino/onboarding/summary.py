@@ -40,6 +40,15 @@ def next_commands(result: OnboardingResult) -> list:
     return commands
 
 
+def finding_lines(findings) -> list:
+    """One line per file a finding names, under a count ('findings (3, not errors; ...)')."""
+    body = [f"{f.kind}: {path}" + (f" ({f.file_notes[path]})" if path in f.file_notes else "")
+            for f in findings for path in f.files]
+    if not body:
+        return []
+    return _lines(f"findings ({len(body)}, not errors; --strict refuses them):", body)
+
+
 def format_summary(result: OnboardingResult) -> str:
     kind = "2D" if result.ndim == 2 else "3D"
     lines = [f"{os.path.basename(result.folder)} written to {result.folder}",
@@ -66,6 +75,7 @@ def format_summary(result: OnboardingResult) -> str:
         lines.append(f"  warning: no training mask contains {absent}")
     if result.notes:
         lines += _lines("notes:", result.notes)
+    lines += finding_lines(result.findings)
     lines.append("nnU-Net's integrity check (verify_dataset_integrity): passed")
     lines += _lines("next:", next_commands(result))
     return "\n".join(lines)

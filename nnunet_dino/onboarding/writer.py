@@ -46,7 +46,7 @@ def choose_file_ending(ndims: Sequence[int], natural: bool, ranges, components: 
 
 
 def _label_array(job: WriteJob) -> np.ndarray:
-    mask, _ = read_array(job.mask, as_mask=True)
+    mask, _ = read_array(job.mask, as_mask=True, image=job.images[0])
     labels = job.lookup[np.asarray(mask).astype(np.int64)]
     return labels.astype(np.uint8 if job.lookup.max() < 256 else np.uint16)
 
