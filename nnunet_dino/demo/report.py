@@ -11,7 +11,8 @@ from ..evaluation.tables import MEAN_ROW, UNITS, metric_cell, per_class_table
 #: `make demo`'s default run (Colin27, 800 iterations, seed 0, RANDOM backbone) on two CPU types:
 #: mean foreground Dice (cerebral grey matter, cerebellum) of U-DFA-S and nnU-Net
 ACROSS_CPU_TYPES = (
-    ("the project's 2-core AMD EPYC (AVX512-BF16)", "0.904 (0.929, 0.880)", "0.837 (0.921, 0.752)"),
+    ("the project's 2-core machine (November 2026; CPU model not recorded)", "0.904 (0.929, 0.880)",
+     "0.837 (0.921, 0.752)"),
     ("another 2-core CPU", "0.896 (0.929, 0.862)", "0.839 (0.907, 0.772)"),
 )
 
