@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--save_probabilities", action="store_true", help="also write .npz probabilities and .pkl")
     p.add_argument("--continue_prediction", action="store_true", help="keep the cases already predicted")
     p.add_argument("-device", default="cuda", help="cuda, cpu or mps (default: cuda)")
-    p.add_argument("-npp", type=int, default=3, help="preprocessing processes (default: 3)")
+    p.add_argument("-npp", type=int, default=3, help="preprocessing processes (default: 3; -npp 0 -nps 0: no worker processes)")
     p.add_argument("-nps", type=int, default=3, help="export processes (default: 3)")
     p.add_argument("-num_parts", type=int, default=1, help="parts the input is split into (default: 1)")
     p.add_argument("-part_id", type=int, default=0, help="which part this run predicts (default: 0)")

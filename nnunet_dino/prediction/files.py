@@ -103,9 +103,11 @@ def predict_folder(request: PredictionRequest) -> List[str]:
     shutil.rmtree(staging, ignore_errors=True)  # what a killed run left
     os.makedirs(staging)
     try:
-        if cases:
-            predictor.predict_from_files(cases, [os.path.join(staging, i) for i in ids],
-                                         save_probabilities=request.save_probabilities, overwrite=True,
+        staged = [os.path.join(staging, i) for i in ids]
+        if cases and request.processes_preprocessing == request.processes_export == 0:  # as nnUNetv2_predict
+            predictor.predict_from_files_sequential(cases, staged, request.save_probabilities, overwrite=True)
+        elif cases:
+            predictor.predict_from_files(cases, staged, save_probabilities=request.save_probabilities, overwrite=True,
                                          num_processes_preprocessing=request.processes_preprocessing,
                                          num_processes_segmentation_export=request.processes_export)
         for name in FOLDER_FILES:
