@@ -350,6 +350,72 @@ def test_all_problems_are_reported_together_and_cli_exit_code(tmp_path, raw, cap
     assert "nothing was written" in error and _listing(raw) == []
 
 
+# --- findings (legal, suspicious) and files that hold more than one image ----------------------------
+
+def test_findings_get_one_line_each_and_a_count_and_strict_refuses_them(tmp_path, raw, capsys):
+    images, masks = make_grey_2d(tmp_path)
+    Image.fromarray(np.ones(SHAPE, np.uint8)).save(os.path.join(images, "c1.png"))  # a wrong export
+    Image.fromarray(np.zeros(SHAPE, np.uint8)).save(os.path.join(masks, "c2.png"))  # a negative case
+    argv = ["onboard", images, masks, "-d", "53", "-n", "Odd", "--raw", raw, "-np", "1", "--no-progress"]
+    assert main(argv + ["--strict"]) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert "constant or near-constant images (refused by --strict)" in error and _listing(raw) == []
+    assert "empty masks (background only) (refused by --strict)" in error
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "findings (2, not errors; --strict refuses them):" in out
+    assert f"constant or near-constant images: {os.path.join(images, 'c1.png')} (1 in 100.00 % of the voxels)" in out
+    assert f"empty masks (background only): {os.path.join(masks, 'c2.png')}" in out
+    record = json.load(open(os.path.join(raw, "Dataset053_Odd", "onboarding_record.json")))
+    assert [f["kind"] for f in record["findings"]] == ["constant or near-constant images", "empty masks (background only)"]
+
+
+def test_names_equal_up_to_letter_case_are_refused(tmp_path, raw):
+    images, masks = make_grey_2d(tmp_path)
+    for folder in (images, masks):
+        os.rename(os.path.join(folder, "c3.png"), os.path.join(folder, "C1.png"))
+    message = _refused(raw, images=images, masks=masks)
+    _assert_lists(message, [os.path.join(images, "c1.png"), os.path.join(images, "C1.png")])
+    assert "case names equal up to letter case" in message and "case-insensitive file system" in message
+    assert "c2.png" not in message
+
+
+def test_nan_and_infinite_voxels_are_counted_per_image(tmp_path, raw):
+    """As MetaImage: SimpleITK's NIfTI writer turns NaN and infinities into 0."""
+    source = make_3d(tmp_path)
+    for case, bad in ((1, np.nan), (2, np.inf)):
+        path = os.path.join(source, f"case{case}_mr.nii.gz")
+        mr = sitk.GetArrayFromImage(sitk.ReadImage(path))
+        mr[0, :2, 0] = bad
+        os.remove(path)
+        _write_volume(mr, path.replace(".nii.gz", ".mha"))
+    message = _refused(raw, images=source, masks=None, image_pattern="{case}_{channel}", mask_pattern="{case}_seg")
+    _assert_lists(message, [os.path.join(source, "case1_mr.mha"), os.path.join(source, "case2_mr.mha")])
+    assert "images with NaN or infinite values" in message
+    assert "2 NaN, 0 infinite voxel(s)" in message and "0 NaN, 2 infinite voxel(s)" in message
+
+
+def test_4d_and_stacked_channel_files_are_named_with_the_split(tmp_path, raw):
+    source = make_3d(tmp_path)
+    path = os.path.join(source, "case1_ct.nii.gz")
+    volume = sitk.ReadImage(path)
+    sitk.WriteImage(sitk.JoinSeries([volume] * 5), path)  # x y z t
+    message = " ".join(_refused(raw, images=source, masks=None, image_pattern="{case}_{channel}",
+                                mask_pattern="{case}_seg").split())
+    _assert_lists(message, [path])
+    assert "4D image (64 x 48 x 3 x 5 voxels" in message and "CASE_0000.nii.gz, CASE_0001.nii.gz" in message
+    assert "size mismatch" not in message
+
+    (tmp_path / "grey").mkdir()
+    images, masks = make_grey_2d(tmp_path / "grey")
+    grey = np.asarray(Image.open(os.path.join(images, "c1.png")))
+    os.remove(os.path.join(images, "c1.png"))
+    _write_volume(np.stack([grey, grey]), os.path.join(images, "c1.nii.gz"))  # two channels in one file
+    message = " ".join(_refused(raw, images=images, masks=masks).split())
+    _assert_lists(message, [os.path.join(images, "c1.nii.gz")])
+    assert "images holding several channels (or time points) in one file" in message and "CASE_0001" in message
+
+
 # --- building blocks ---------------------------------------------------------------------------------
 
 def test_name_patterns_and_label_plans(tmp_path):
