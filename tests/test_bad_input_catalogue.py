@@ -1,6 +1,6 @@
-"""The README's bad-input catalogue is checked against the code: every row names a case below, whose
-input is really refused with a message containing the row's excerpt, and leaves nothing written; every
-case below has its row. The table cannot drift from what users see."""
+"""The bad-input catalogue (documentation/troubleshooting.md) is checked against the code: every row names
+a case below, whose input is really refused with a message containing the row's excerpt, and leaves
+nothing written; every case below has its row. The table cannot drift from what users see."""
 import os
 import re
 
@@ -12,14 +12,18 @@ from PIL import Image
 from nnunet_dino.cli import main
 from test_onboarding import make_3d, make_grey_2d, _write_volume
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+CATALOGUE_PAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "documentation",
+                              "troubleshooting.md")
 TABLE = re.compile(r"<!-- bad-input-catalogue -->\n(.*?)<!-- /bad-input-catalogue -->", re.S)
 
 
 def catalogue_rows():
-    """id -> message excerpt, from the README table (| `id` | input | `excerpt` | written |)."""
+    """id -> message excerpt, from the catalogue's table (| `id` | input | `excerpt` | written |)."""
     rows = {}
-    for line in TABLE.search(open(README).read()).group(1).splitlines():
+    with open(CATALOGUE_PAGE) as f:
+        table = TABLE.search(f.read())
+    assert table, f"no bad-input catalogue between its markers in {CATALOGUE_PAGE}"
+    for line in table.group(1).splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 4 and cells[0].startswith("`"):
             rows[cells[0].strip("`")] = cells[2].strip("`")
