@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import os
 import platform
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 
 def _version(dist: str) -> str:
@@ -54,6 +54,16 @@ def _fit_status(spec, source, read: Dict[object, object]) -> Tuple[str, bool]:
     return f"found: {source.describe()}", True
 
 
+def missing_weights_path(setting: Optional[str]) -> Optional[str]:
+    """The absolute path `nnUNet_dino_weights` names when it does not exist (a typo), else None."""
+    from .backbones import is_random_setting
+    setting = (setting or "").strip()
+    if not setting or is_random_setting(setting) or setting.lower() == "hub":
+        return None
+    path = os.path.abspath(os.path.expanduser(setting))
+    return None if os.path.exists(path) else path
+
+
 def backbone_weights() -> List[Tuple[str, str, str, bool]]:
     """(backbone, status, located source or '', whether it serves the backbone) per backbone. Found
     files are checked cheaply (header, key names and shapes; see backbones.weights_check): a corrupt,
@@ -62,12 +72,14 @@ def backbone_weights() -> List[Tuple[str, str, str, bool]]:
     read: Dict[object, object] = {}
     rows = []
     one_file = os.path.isfile(os.path.expanduser(os.environ.get(WEIGHTS_ENV_VAR, "").strip()))
+    missing = missing_weights_path(os.environ.get(WEIGHTS_ENV_VAR))
     for name in list_backbones():
         spec = get_backbone_spec(name)
         try:
             source = locate_weights(spec)
         except WeightsError as error:  # a single file named for another model is refused when located
-            rows.append((name, f"UNUSABLE: {error}" if one_file else "no weights found", "", False))
+            status = f"UNUSABLE: {error}" if one_file else "no weights found"
+            rows.append((name, f"no weights: {missing} does not exist" if missing else status, "", False))
             continue
         if source.kind in ("file", "folder"):
             status, serves = _fit_status(spec, source, read)
@@ -115,6 +127,9 @@ def report() -> Tuple[str, bool]:
     lines.append(f"weights: {WEIGHTS_ENV_VAR}={setting if setting else '(unset: training refuses to start)'}")
     if is_random_setting(setting):
         lines.append("  RANDOM frozen backbones: for tests and demos only, results mean nothing clinically")
+    missing = missing_weights_path(setting)
+    if missing:
+        lines.append(f"  {missing} DOES NOT EXIST: check the path for a typo (training and prediction refuse it)")
     lines.append("backbones (each found file checked: readable, and key names and shapes fit the backbone):")
     weights = backbone_weights()
     lines += [f"  {name:<22} {status}" for name, status, _, _ in weights]
