@@ -36,6 +36,9 @@ def add_parser(subparsers) -> None:
                    help="instead: each family in 2.5d (slabs of K slices, --batch slabs) against itself in 2d "
                         "(K x --batch slices) at the same patch: train step and prediction of one volume")
     p.add_argument("--depth", type=int, default=20, metavar="Z", help="with --slices: slices of the volume (20)")
+    p.add_argument("--ensemble", type=int, default=None, metavar="F",
+                   help="instead: one case (--case) predicted by F folds with mirroring, nnunet-dino predict vs "
+                        "nnUNetv2_predict per family, and F folds / 1 fold")
     p.set_defaults(run=run)
 
 
@@ -54,7 +57,13 @@ def run(args) -> int:
                              num_classes=args.classes, case=tuple(args.case) if args.case else None,
                              predict_repeats=args.predict_repeats, vit_b=not args.no_vit_b,
                              cpu_precision=args.cpu_precision)
-    if args.slices is not None:
+    if args.ensemble is not None:
+        if args.ensemble < 1:
+            raise OptionError(f"--ensemble needs at least 1 fold, got {args.ensemble}")
+        from ..bench.ensemble import format_ensemble_report, run_ensemble_bench
+        results = run_ensemble_bench(settings, args.ensemble)
+        print(format_ensemble_report(results))
+    elif args.slices is not None:
         from ..bench.slab import format_slab_report, run_slab_benchmark
         results = run_slab_benchmark(settings, args.slices, args.depth)
         print(format_slab_report(results))
