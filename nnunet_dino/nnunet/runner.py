@@ -108,9 +108,11 @@ def train(dataset_id: int, trainer: str, env: Dict[str, str], fold=0, device: st
 def predict(dataset_id: int, trainer: str, input_dir: str, output_dir: str, env: Dict[str, str],
             folds=(0,), device: str = "cpu", log_path: Optional[str] = None, plans: str = "nnUNetPlans",
             extra: Sequence[str] = (), configuration: str = "2d") -> float:
+    """`-npp 0 -nps 0` is nnU-Net's sequential path: the plugin predicts a few cases per call, and each
+    spawned preprocessing or export worker would cost a whole nnU-Net import, more than it saves."""
     return run_step(["nnUNetv2_predict", "-i", input_dir, "-o", output_dir, "-d", str(dataset_id), "-c", configuration,
                      "-tr", trainer, "-p", plans, "-f", *[str(f) for f in folds], "-device", device,
-                     "-npp", "1", "-nps", "1", *extra], env, log_path)
+                     "-npp", "0", "-nps", "0", *extra], env, log_path)
 
 
 def evaluate(gt_dir: str, pred_dir: str, dataset_json: str, plans_json: str, env: Dict[str, str],
