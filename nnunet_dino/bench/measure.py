@@ -6,7 +6,6 @@ import json
 import os
 import re
 import resource
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -14,6 +13,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from ..nnunet.runner import run_nnunet
 from .settings import BenchSettings, MATMUL_SIZE, MIRROR_AXES_2D
 from .contenders import Contender, build_contender, set_inference_mode, step_autocast, train_step
 
@@ -196,20 +196,18 @@ def memory_phase(key: str, trainer_name: str, phase: str, settings: BenchSetting
 
 def memory_in_children(key: str, trainer_name: str, settings: BenchSettings, adaptation: Optional[dict] = None,
                        phases: Tuple[str, ...] = ("train", "inference")) -> Dict[str, dict]:
-    """`memory_phase` for training and inference, each in its own fresh process (run side by side:
-    peaks are per process, and nothing is being timed meanwhile)."""
-    children = {}
+    """`memory_phase` for training and inference, each in a fresh process of its own (peaks are per
+    process), one after the other through the one runner, which stops a child on Ctrl-C."""
+    results = {}
     for phase in phases:
         request = json.dumps({"key": key, "trainer": trainer_name, "phase": phase, "settings": asdict(settings),
                               "threads": torch.get_num_threads(), "adaptation": adaptation})
-        children[phase] = subprocess.Popen([sys.executable, "-m", "nnunet_dino.bench", "--memory-child", request],
-                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    results = {}
-    for phase, child in children.items():
-        stdout, stderr = child.communicate()
-        if child.returncode != 0:
-            raise RuntimeError(f"memory measurement of {key} ({phase}) failed:\n{stderr[-3000:]}")
-        results[phase] = json.loads(stdout.strip().splitlines()[-1])
+        code, _, output = run_nnunet([sys.executable, "-m", "nnunet_dino.bench", "--memory-child", request],
+                                     echo=False)
+        if code != 0:
+            raise RuntimeError(f"memory measurement of {key} ({phase}) failed:\n{output[-3000:]}")
+        # stderr is merged into the output: the result is the last line that is a JSON object
+        results[phase] = json.loads([line for line in output.splitlines() if line.startswith("{")][-1])
     return results
 
 
