@@ -12,12 +12,18 @@ downsampled: deep-supervision targets keep K slices), so nnU-Net's own trainer r
 
 `configurations.2.5d.nnunet_dino_slab = {"slices": K}` marks it; a DINO trainer adds its neighbour
 mode and fusion there (training/slab.py), in the plans saved with the model.
+
+Beside it the preset writes `2.5d+2d`: the same slab configuration, whose record adds
+`"start_from": "2d"`. A trainer run in it starts from its own trained `2d` fold (training/slab_start.py),
+so `nnUNetv2_train DATASET 2.5d+2d FOLD -tr TRAINER` is the second stage of a chain whose first is
+`nnUNetv2_train DATASET 2d FOLD -tr TRAINER`; its model folder, `TRAINER__PLANS__2.5d+2d`, keeps it
+apart from a `2.5d` model trained from scratch.
 """
 from __future__ import annotations
 
 import copy
 import os
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
@@ -28,6 +34,8 @@ from ..nnunet.folders import dataset_name, preprocessed_folder
 SLAB_PRESET = "2.5d"
 SLAB_CONFIGURATION = "2.5d"
 SLAB_RECORD_KEY = "nnunet_dino_slab"
+START_SEPARATOR = "+"  # '<configuration>+<start>': trained from the start configuration's fold
+SLAB_FROM_2D_CONFIGURATION = SLAB_CONFIGURATION + START_SEPARATOR + "2d"
 DEFAULT_SLICES = 5
 ANISOTROPY = 3  # nnU-Net's ANISO_THRESHOLD: patches flatter than this get its 2D ("dummy 2D") augmentation
 
@@ -88,6 +96,35 @@ def slab_configuration(plans: dict, slices: int, folder: str, fingerprint: dict)
     return config
 
 
+def start_configuration(configuration: str) -> Optional[str]:
+    """'2.5d+2d' -> '2d': the configuration whose trained fold a chained configuration starts from (None: a
+    configuration trained from scratch)."""
+    return configuration.partition(START_SEPARATOR)[2] or None
+
+
+def chained_configuration(slab: dict, start: str = "2d") -> dict:
+    """The slab configuration `slab`, trained from the `start` configuration's fold of the same trainer."""
+    config = copy.deepcopy(slab)
+    config[SLAB_RECORD_KEY] = {"slices": int(slab[SLAB_RECORD_KEY]["slices"]), "start_from": start}
+    return config
+
+
+def add_chained_configuration(plans_file: str) -> bool:
+    """Add `2.5d+2d` to plans that have a `2.5d` configuration but not it yet (plans made before it existed);
+    True if it was written. The data are the 2.5d configuration's: nothing is preprocessed."""
+    plans = load_json(plans_file)
+    configurations = plans["configurations"]
+    if SLAB_FROM_2D_CONFIGURATION in configurations:
+        return False
+    if SLAB_CONFIGURATION not in configurations:
+        raise MissingInputError(f"{plans_file} has no '{SLAB_CONFIGURATION}' configuration to start "
+                                f"'{SLAB_FROM_2D_CONFIGURATION}' from: run `nnunet-dino plan -d DATASET --preset "
+                                f"{SLAB_PRESET}` first")
+    configurations[SLAB_FROM_2D_CONFIGURATION] = chained_configuration(configurations[SLAB_CONFIGURATION])
+    save_json(plans, plans_file, sort_keys=False)
+    return True
+
+
 def add_slab_configuration(dataset_id: int, slices: int = DEFAULT_SLICES, plans_identifier: str = "nnUNetPlans",
                            num_processes: int = 2) -> dict:
     """Write the `2.5d` configuration into the dataset's plans (planning them with nnU-Net's default
@@ -108,6 +145,7 @@ def add_slab_configuration(dataset_id: int, slices: int = DEFAULT_SLICES, plans_
         plans = load_json(plans_file)
         config = slab_configuration(plans, slices, folder, load_json(os.path.join(folder, "dataset_fingerprint.json")))
         plans["configurations"][SLAB_CONFIGURATION] = config
+        plans["configurations"][SLAB_FROM_2D_CONFIGURATION] = chained_configuration(config)
         save_json(plans, plans_file, sort_keys=False)
         if _preprocessed(folder, config["data_identifier"]):
             print(f"reusing preprocessed data {os.path.join(folder, config['data_identifier'])} (the same voxels)")
@@ -116,5 +154,7 @@ def add_slab_configuration(dataset_id: int, slices: int = DEFAULT_SLICES, plans_
     flag = "" if plans_identifier == "nnUNetPlans" else f" -p {plans_identifier}"
     print(f"configuration '{SLAB_CONFIGURATION}' in {plans_file}: patch {config['patch_size']}, spacing "
           f"{config['spacing']}, batch {config['batch_size']}, data {config['data_identifier']}\n"
-          f"next: nnUNetv2_train {dataset_id} {SLAB_CONFIGURATION} FOLD -tr nnUNetTrainerUDFA{flag}")
+          f"next: nnUNetv2_train {dataset_id} {SLAB_CONFIGURATION} FOLD -tr nnUNetTrainerUDFA{flag}\n"
+          f"or from the trainer's trained 2d fold: nnUNetv2_train {dataset_id} {SLAB_FROM_2D_CONFIGURATION} FOLD "
+          f"-tr nnUNetTrainerUDFA{flag}")
     return config

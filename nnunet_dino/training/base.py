@@ -15,7 +15,8 @@ paper's optimiser. This base owns every integration rule, hook by hook:
   input recipe (`input_recipe.py`: resolved, checked and recorded by `__init__` before nnU-Net writes)
   puts its module in front of the encoder; a slab configuration makes it a slab network.
 - `initialize`: loads the backbone weights after nnU-Net built (and maybe compiled) the network,
-  and records backbone, weights and the position-embedding resize rule in the plans.
+  and records backbone, weights and the position-embedding resize rule in the plans; a slab stage
+  chained on the 2d model (`2.5d+2d`) then loads the trainer's trained 2d fold (`slab_start.py`).
 - `configure_optimizers`: trainable parameters only (the frozen backbone never enters the
   optimiser), no weight decay on biases and other 1-D parameters (norm scales, gains; matrices such
   as Dino U-Net's `level_embed` are decayed) unless `decay_all_parameters` (the official codes decay
@@ -59,7 +60,9 @@ from .records import CHECKPOINT_ORDER, other_folds_weights, write_atomically, wr
 from .progress import sliding_window_progress
 from .schedules import EpochLRSchedule
 from .seeding import SeededMixin
-from .slab import SLAB_INFERENCE_MIRROR_AXES, SLAB_RECORD_KEY, check_runnable, describe_slab, slab_marker, slab_record
+from .slab import (SLAB_RECORD_KEY, SLAB_Z_STEP_KEY, check_runnable, describe_slab, inference_mirror_axes,
+                   prediction_z_step, slab_marker, slab_record)
+from .slab_start import load_start, start_checkpoint, start_of, start_parameter_groups, start_warmup_epochs
 
 TEST_PAUSE_ENV_VAR = "nnUNet_dino_test_pause"  # test-only, see pause_for_test
 RANDOM_BACKBONE_WARNING_FILE = "RANDOM_BACKBONE_WARNING.txt"
@@ -125,6 +128,8 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
     input_recipe_options: Dict[str, object] = {}  # ct_windows: {'windows': [preset or (width, level)] * 3}
     slab_neighbours: str = "rgb"            # 2.5d slabs: 'rgb' (slices s-1, s, s+1 as channels) | 'repeat' (slab.py)
     slab_fusion: str = "conv"               # 2.5d slabs: 'conv' (zero-initialised cross-slice convs) | 'none'
+    slab_start_lr_scale: float = 0.1        # 2.5d+2d: rate of what the 2d model trained / the fusions' (slab_start.py)
+    slab_start_warmup_fraction: float = 0.05  # 2.5d+2d: linear warm-up over this fraction of the epochs
     # --- the authors' recipes (`_paper` trainers) -----------------------------------------------
     num_epochs_value: Optional[int] = None  # None: nnU-Net's 1000
     batch_size_value: Optional[int] = None  # None: the plans' batch size; else written into the plans
@@ -169,7 +174,8 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
         network_kwargs, kept_note = network_record(type(self), self.output_folder_base, configuration)
         self.plans_manager, self.configuration_manager = update_configuration(
             self.plans_manager, configuration, patch_size=list(patch), **{INPUT_RECIPE_KEY: input_recipe},
-            **{NETWORK_RECORD_KEY: network_kwargs}, **({SLAB_RECORD_KEY: slab} if slab else {}))
+            **{NETWORK_RECORD_KEY: network_kwargs},
+            **({SLAB_RECORD_KEY: slab, SLAB_Z_STEP_KEY: prediction_z_step(slab["slices"])} if slab else {}))
         if kept_note:
             self.print_to_log_file(kept_note)
         self.print_to_log_file(f"nnunet-dino: {describe_recipe(input_recipe)}")
@@ -222,7 +228,7 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
         network.backbone.set_train_augmentation(**cls.backbone_train_augmentation)
         network = apply_input_recipe(network, recipe)
         slab = slab_record(cls, configuration_manager, num_input_channels, recipe)
-        return network if slab is None else make_slab(network, **slab)
+        return network if slab is None else make_slab(network, slab["slices"], slab["neighbours"], slab["fusion"])
 
     @property
     def unwrapped_network(self) -> DinoSegmentationNetwork:
@@ -250,6 +256,10 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
         if self.weights_source.is_random:
             self.print_to_log_file(RANDOM_BACKBONE_BANNER)
         self._compare_with_other_folds(net.backbone_record())
+        start = start_of(self.configuration_manager)
+        if start:  # a chained slab stage (2.5d+2d): the trainer's own trained 2d fold, fusions at zero
+            self.print_to_log_file(load_start(net, start_checkpoint(
+                self.output_folder_base, type(self).__name__, self.plans_manager.plans_name, start, self.fold)))
         self._sync_encoder_warmup()
 
     def on_train_epoch_start(self):
@@ -349,7 +359,7 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
         would double the prediction time of every volume; and the authors' recipes do not mirror at all."""
         settings = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         if slab_marker(self.configuration_manager) is not None:
-            self.inference_allowed_mirroring_axes = SLAB_INFERENCE_MIRROR_AXES
+            self.inference_allowed_mirroring_axes = inference_mirror_axes(settings[3])
         if not self.test_time_mirroring:  # what the checkpoint, hence the predictor, allows
             self.inference_allowed_mirroring_axes = None
             self.print_to_log_file("nnunet-dino: no test-time mirroring at validation and prediction "
@@ -371,6 +381,10 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
         groups = [{"params": decay, "weight_decay": self.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         groups += parameter_groups(backbone, self.initial_lr, self.weight_decay)  # none when frozen
+        warmup = self.warmup_epochs
+        if start_of(self.configuration_manager):  # fine-tuning the 2d model: slab_start.py says why
+            groups = start_parameter_groups(groups, unwrap(self.network), self.slab_start_lr_scale)
+            warmup = start_warmup_epochs(self.num_epochs, self.slab_start_warmup_fraction, warmup)
         if self.optimizer_name == "adamw":
             optimizer = torch.optim.AdamW(groups, lr=self.initial_lr)
         elif self.optimizer_name == "adam":
@@ -379,6 +393,5 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
             optimizer = torch.optim.SGD(groups, lr=self.initial_lr, momentum=0.99, nesterov=True)
         else:
             raise ValueError(f"optimizer_name must be 'adamw', 'adam' or 'sgd', got {self.optimizer_name!r}")
-        schedule = EpochLRSchedule(optimizer, self.initial_lr, self.num_epochs, self.lr_schedule,
-                                   self.warmup_epochs)
+        schedule = EpochLRSchedule(optimizer, self.initial_lr, self.num_epochs, self.lr_schedule, warmup)
         return optimizer, schedule

@@ -9,10 +9,20 @@ ViT slices per step (a 2.5d slab of 5 runs batch x 5), and the message names the
 The trainer declares the slab's neighbour mode and fusion (`slab_neighbours`, `slab_fusion`); its
 `__init__` records them, resolved for the data, in the plans saved with the model, and
 `build_network_architecture` (the predictor, in a fresh process) rebuilds the slab from that record.
+A slab started from the 2d model (`start_from`, plans/slab.py) keeps each slice's own channels: slices
+s-1, s, s+1 as the encoder's channels would change what the 2d model's encoder sees.
+
+Prediction. nnU-Net's sliding window steps `step_size` x patch along every axis: a 5-slice slab at 0.5
+is predicted at every 2-3 slices, so each slice is encoded about twice (and its Gaussian weight along z,
+sigma 5/8 slice, lets only the most central of those count). The trainer records beside the slab
+(`nnunet_dino_slab_z_step`, from `prediction_z_step`) the step `nnunet-dino predict` takes along z
+instead (`slab_slicers`); in-plane it keeps nnU-Net's step. Models without it (trained before it existed)
+predict with nnU-Net's step. Mirroring at inference is the in-plane part of what training mirrored
+(`inference_mirror_axes`).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional, Sequence, Tuple
 
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
@@ -22,6 +32,37 @@ from ..plans.slab import SLAB_CONFIGURATION, SLAB_PRESET, SLAB_RECORD_KEY
 
 #: a slab's test-time mirroring: the in-plane axes of its (K, H, W) tiles, as the 2d configuration mirrors
 SLAB_INFERENCE_MIRROR_AXES = (1, 2)
+#: configuration key of the step along z (slices) at which `nnunet-dino predict` tiles a slab model
+SLAB_Z_STEP_KEY = "nnunet_dino_slab_z_step"
+
+
+def inference_mirror_axes(training_axes: Optional[Sequence[int]]) -> Optional[Tuple[int, ...]]:
+    """A slab's test-time mirroring: the in-plane axes among those training mirrored, as the 2d model mirrors.
+    Not z, although training mirrors it: every mirror along z would double the forwards of a volume."""
+    axes = tuple(a for a in (training_axes or ()) if a in SLAB_INFERENCE_MIRROR_AXES)
+    return axes or None
+
+
+def prediction_z_step(slices: int) -> int:
+    """Slices between neighbouring slab tiles along z at prediction. K - 1: consecutive slabs share one edge
+    slice, so that slice is the mean of a prediction with context above and one with context below (the
+    Gaussian weights both edges alike), every other slice is predicted once, and a volume costs K / (K - 1)
+    the slices of the 2d model (1.25 at K = 5). Below K = 4 that would exceed 4 / 3: then K, no overlap
+    (each slice predicted by exactly one slab, as often as by the 2d model)."""
+    return slices - 1 if slices >= 4 else slices
+
+
+def slab_slicers(image_size: Sequence[int], patch_size: Sequence[int], tile_step_size: float,
+                 z_step: int) -> List[tuple]:
+    """nnU-Net's sliding-window slicers of a (Z, H, W) case for (K, H, W) tiles, in nnU-Net's order, with
+    `z_step` slices between tiles along z (nnU-Net's rule spreads them evenly over the case, so the last
+    slab ends at the last slice) and nnU-Net's `tile_step_size` in-plane."""
+    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
+    z_starts = compute_steps_for_sliding_window(image_size[:1], patch_size[:1], min(1.0, z_step / patch_size[0]))[0]
+    rows, columns = compute_steps_for_sliding_window(image_size[1:], patch_size[1:], tile_step_size)
+    k, h, w = patch_size
+    return [(slice(None), slice(z, z + k), slice(y, y + h), slice(x, x + w))
+            for z in z_starts for y in rows for x in columns]
 
 
 class UnsupportedConfigurationError(ValueError):
@@ -58,22 +99,31 @@ def check_runnable(trainer_name: str, configuration: str, configuration_manager:
 
 def slab_record(trainer_cls, configuration_manager: ConfigurationManager, num_input_channels: int,
                 input_recipe: Optional[dict] = None) -> Optional[dict]:
-    """{'slices', 'neighbours', 'fusion'} for a slab configuration (None for 2D): the one recorded in the
-    plans when the trainer has run, else the trainer's declaration resolved for the data. Neighbours as
-    RGB need single-channel data that the input recipe maps by repetition (not three CT windows)."""
+    """{'slices', 'neighbours', 'fusion'[, 'start_from']} for a slab configuration (None for 2D): the one
+    recorded in the plans when the trainer has run, else the trainer's declaration resolved for the data. Neighbours as
+    RGB need single-channel data that the input recipe maps by repetition (not three CT windows), and a
+    slab trained from scratch (one started from the 2d model keeps the 2d model's encoder input)."""
     marker = slab_marker(configuration_manager)
     if marker is None:
         return None
+    slices = int(configuration_manager.patch_size[0])
+    start = {"start_from": marker["start_from"]} if marker.get("start_from") else {}
     if {"neighbours", "fusion"} <= set(marker):
-        return {"slices": int(configuration_manager.patch_size[0]), "neighbours": marker["neighbours"],
-                "fusion": marker["fusion"]}
+        return {"slices": slices, "neighbours": marker["neighbours"], "fusion": marker["fusion"], **start}
     neighbours, fusion = trainer_cls.slab_neighbours, trainer_cls.slab_fusion
     if neighbours not in NEIGHBOUR_MODES or fusion not in FUSION_MODES:
         raise ValueError(f"{trainer_cls.__name__}: slab_neighbours must be one of {NEIGHBOUR_MODES} and slab_fusion "
                          f"one of {FUSION_MODES}, got {neighbours!r}, {fusion!r}")
-    if neighbours == "rgb" and (num_input_channels != 1 or (input_recipe or {}).get("recipe") == "ct_windows"):
+    if neighbours == "rgb" and (num_input_channels != 1 or (input_recipe or {}).get("recipe") == "ct_windows"
+                                or start):
         neighbours = "repeat"
-    return {"slices": int(configuration_manager.patch_size[0]), "neighbours": neighbours, "fusion": fusion}
+    return {"slices": slices, "neighbours": neighbours, "fusion": fusion, **start}
+
+
+def recorded_z_step(configuration_manager: ConfigurationManager) -> Optional[int]:
+    """The step along z a slab model records for prediction (None: 2D, or a model that records none)."""
+    step = configuration_manager.configuration.get(SLAB_Z_STEP_KEY)
+    return None if step is None or slab_marker(configuration_manager) is None else int(step)
 
 
 def describe_slab(record: dict) -> str:
@@ -81,4 +131,5 @@ def describe_slab(record: dict) -> str:
     channels = ("slices s-1, s, s+1 as the encoder's three channels" if record["neighbours"] == "rgb"
                 else "each slice's own channels")
     fusion = "residual cross-slice convolutions at the declared decoder stages" if record["fusion"] == "conv" else "no fusion"
-    return f"slabs of {record['slices']} slices, encoded slice by slice; {channels}; {fusion}"
+    start = f"; starts from the trainer's trained {record['start_from']} fold" if record.get("start_from") else ""
+    return f"slabs of {record['slices']} slices, encoded slice by slice; {channels}; {fusion}{start}"
