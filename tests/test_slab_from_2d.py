@@ -121,3 +121,39 @@ def test_the_chained_configuration_is_the_slab_one_with_its_start():
     assert chained["nnunet_dino_slab"] == {"slices": K, "start_from": "2d"}
     assert {k: v for k, v in chained.items() if k != "nnunet_dino_slab"} == \
         {k: v for k, v in slab.items() if k != "nnunet_dino_slab"}  # same data, patch, batch, architecture
+
+
+# --- one command for the chain: nnunet-dino crossval TRAINER:2.5d+2d -----------------------------------
+def _finished_fold(folder):
+    """A fold folder as a finished nnUNetv2_train leaves it (crossval reads only these files)."""
+    os.makedirs(os.path.join(folder, "validation"))
+    torch.save({}, os.path.join(folder, "checkpoint_final.pth"))
+    json.dump({}, open(os.path.join(folder, "validation", "summary.json"), "w"))
+
+
+def test_crossval_runs_each_folds_2d_model_then_its_2_5d_stage_and_emits_them_as_one_task(dataset, tmp_path):
+    from nnunet_dino.crossval import emit_scripts
+    from nnunet_dino.crossval.models import parse_model
+    folder = os.path.join(dataset, DATASET)
+    plans = json.load(open(os.path.join(folder, "nnUNetPlans.json")))
+    del plans["configurations"][SLAB_FROM_2D_CONFIGURATION]  # plans made before the chain existed
+    json.dump(plans, open(os.path.join(folder, "nnUNetPlans.json"), "w"))
+    json.dump([{"train": ["a"], "val": ["b"]}] * 2, open(os.path.join(folder, "splits_final.json"), "w"))
+    trainer = "nnUNetTrainerSegDINO_debug"
+    _finished_fold(str(tmp_path / "results" / DATASET / f"{trainer}__nnUNetPlans__2d" / "fold_0"))
+
+    model = parse_model(f"{trainer}:2.5d+2d")
+    assert model.label == f"{trainer}:2.5d+2d" and model.start == parse_model(trainer)
+    result = emit_scripts(DATASET, [model.label], str(tmp_path / "emit"), folds=(0, 1), device="cpu")
+    assert SLAB_FROM_2D_CONFIGURATION in json.load(open(os.path.join(folder, "nnUNetPlans.json")))["configurations"]
+    assert [(p.model.label, p.fold, p.action) for p in result["plans"]] == [
+        (trainer, 0, "done"), (model.label, 0, "train"), (trainer, 1, "train"), (model.label, 1, "train")]
+    train = ["nnUNetv2_train", "0", "{}", "{}", "-tr", trainer, "-p", "nnUNetPlans", "-device", "cpu", "--c"]
+
+    def command(configuration, fold):
+        return [w.format(configuration if i == 2 else fold) for i, w in enumerate(train)]
+    assert [c for _, c in result["commands"]] == [command("2.5d+2d", 0), [command("2d", 1), command("2.5d+2d", 1)]]
+    script = open(result["run_folds"]).read()
+    assert "nnUNetv2_train 0 2d 1 -tr nnUNetTrainerSegDINO_debug -p nnUNetPlans -device cpu --c && nnUNetv2_train 0 " \
+           "2.5d+2d 1" in script
+    assert "  1) nnUNetv2_train 0 2d 1 " in open(result["job_array"]).read()

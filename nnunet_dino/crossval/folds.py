@@ -12,6 +12,9 @@ What a fold folder holds decides what runs (nnU-Net's own files, nothing of ours
 * nothing -> trained from scratch.
 A checkpoint cut short by a kill (not a complete zip) is renamed `*.incomplete` first: nnU-Net would
 load it and crash. Works for any trainer nnU-Net can find, not only the plugin's.
+
+A chained model (`TRAINER:2.5d+2d`, models.py) brings the model it starts from (`TRAINER:2d`) into the
+selection, and each of its folds runs right after that model's same fold.
 """
 from __future__ import annotations
 
@@ -24,10 +27,11 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import OptionError
-from ..nnunet import (dataset_id, dataset_name, fold_folder, preprocessed_folder, require_plans, require_trainers,
-                      results_root, run_nnunet)
+from ..nnunet import (dataset_id, dataset_name, fold_folder, plans_file, preprocessed_folder, require_plans,
+                      require_trainers, results_root, run_nnunet)
 from .fractions import FULL, Run, base_fold_count, check_fractions, fraction_folds
 from .models import DEFAULT_CONFIGURATION, DEFAULT_PLANS, ModelSpec, parse_model, parse_models
+from ..plans.slab import SLAB_FROM_2D_CONFIGURATION, add_chained_configuration
 
 NNUNET_FOLDS = 5  # nnU-Net's default split when no splits_final.json exists
 
@@ -143,14 +147,29 @@ class Selection:
     fractions: List[float]
 
     def plans(self, want_npz: bool = False) -> List[FoldPlan]:
+        """Model by model, run by run; a chained model's run right after its start model's same run."""
+        def group(m: ModelSpec) -> int:  # a chained model runs in its start model's group
+            return self.models.index(m.start) if m.start in self.models else self.models.index(m)
+        order = sorted(((group(m), r, self.models.index(m)), m, run) for m in self.models
+                       for r, run in enumerate(sorted(self.runs.items(), key=_run_order)))
         return [fold_plan(m, nnunet_fold, fold_folder(self.name, m.trainer, m.plans, m.configuration, nnunet_fold),
                           want_npz, fold, fraction)
-                for m in self.models for (fold, fraction), nnunet_fold in sorted(self.runs.items(), key=_run_order)]
+                for _, m, ((fold, fraction), nnunet_fold) in order]
 
 
 def _run_order(item) -> tuple:
     (fold, fraction), _ = item
     return (-fraction, str(fold))  # full-data runs first (the report's main rows), then smaller fractions
+
+
+def with_start_models(models: Sequence[ModelSpec]) -> List[ModelSpec]:
+    """The models, each chained one preceded by the model it starts from (unless that is listed already)."""
+    out: List[ModelSpec] = []
+    for model in models:
+        if model.start is not None and model.start not in models and model.start not in out:
+            out.append(model.start)
+        out.append(model)
+    return out
 
 
 def checked_selection(dataset: str, models: Sequence, plans: str = DEFAULT_PLANS,
@@ -159,8 +178,12 @@ def checked_selection(dataset: str, models: Sequence, plans: str = DEFAULT_PLANS
     """After checking that the dataset, every model's plans and configuration, the folds and every trainer
     exist: the runs, with the train-fraction splits written where they are missing."""
     name = dataset_name(dataset)
-    models = parse_models(models, configuration, plans)
+    models = with_start_models(parse_models(models, configuration, plans))
     for plans_name, configuration_name in dict.fromkeys((m.plans, m.configuration) for m in models):
+        chained = configuration_name == SLAB_FROM_2D_CONFIGURATION and os.path.isfile(plans_file(name, plans_name))
+        if chained and add_chained_configuration(plans_file(name, plans_name)):  # plans made before it existed
+            print(f"added configuration '{SLAB_FROM_2D_CONFIGURATION}' (the 2.5d one, started from the 2d model) "
+                  f"to {plans_file(name, plans_name)}", flush=True)
         require_plans(name, plans_name, configuration_name)
     check_folds(name, folds)
     require_trainers(list(dict.fromkeys(m.trainer for m in models)))

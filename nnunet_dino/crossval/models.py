@@ -6,6 +6,10 @@ A model is `TRAINER[:CONFIGURATION[:PLANS]]`, e.g. `nnUNetTrainer:3d_fullres:nnU
 `3d_lowres`, a custom one). The model's folder is nnU-Net's
 `<nnUNet_results>/<Dataset>/<TRAINER>__<PLANS>__<CONFIGURATION>`.
 
+A configuration `STAGE+START` (the `2.5d+2d` of `nnunet-dino plan --preset 2.5d`) is a chain: each fold
+starts from the same trainer's trained fold in configuration START (`ModelSpec.start`), so
+`nnUNetTrainerUDFA:2.5d+2d` is a 2.5D model fine-tuned from `nnUNetTrainerUDFA:2d`, a row of its own.
+
 A model's *label* (its row name in reports, logs and files) leaves out what equals nnU-Net's defaults
 of this plugin (`2d`, `nnUNetPlans`), so `nnUNetTrainerSegDINO` and `nnUNetTrainerSegDINO:2d` are the
 same model and the same row.
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 from ..errors import OptionError
+from ..plans.slab import start_configuration
 
 DEFAULT_CONFIGURATION = "2d"
 DEFAULT_PLANS = "nnUNetPlans"
@@ -43,6 +48,12 @@ class ModelSpec:
         """The label as a file-name part (':' is not portable)."""
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.label.replace(SEPARATOR, "__"))
 
+    @property
+    def start(self) -> Optional["ModelSpec"]:
+        """The model whose trained folds this one starts from (a chained configuration), else None."""
+        start = start_configuration(self.configuration)
+        return ModelSpec(self.trainer, start, self.plans) if start else None
+
     def to_json(self) -> dict:
         return {"trainer": self.trainer, "configuration": self.configuration, "plans": self.plans}
 
@@ -52,7 +63,7 @@ def parse_model(text: str, configuration: str = DEFAULT_CONFIGURATION, plans: st
     if isinstance(text, ModelSpec):
         return text
     parts = text.split(SEPARATOR)
-    if len(parts) > 3 or not all(parts) or any(not re.fullmatch(r"[A-Za-z0-9_.\-]+", p) for p in parts):
+    if len(parts) > 3 or not all(parts) or any(not re.fullmatch(r"[A-Za-z0-9_.\-+]+", p) for p in parts):
         raise OptionError(f"{text!r} is not a model: give TRAINER[:CONFIGURATION[:PLANS]], e.g. "
                           f"nnUNetTrainer:3d_fullres:nnUNetResEncUNetMPlans or nnUNetTrainerUDFA:2d")
     if any("__" in p for p in parts[1:]):

@@ -1,12 +1,13 @@
 """The two scripts `nnunet-dino crossval --emit DIR` writes: the missing folds as plain commands, and as a
 SLURM-style job array (one array task per model x fold x train fraction) for running folds in parallel on
-many GPUs."""
+many GPUs. A chained model's fold (`TRAINER:2.5d+2d`) shares its line and array task with the missing fold
+it starts from, `A && B`, so no parallel task waits for another."""
 from __future__ import annotations
 
 import os
 import shlex
 import stat
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple, Union
 
 from .folds import DONE, checked_selection, fold_command, report_hint
 from .fractions import FULL
@@ -22,6 +23,29 @@ RESUME_NOTE = ("# Every training line uses --c: nnU-Net continues from the fold'
                "# fresh when there is none, so re-running a line (or a re-queued job) never loses work.")
 
 
+Command = Union[List[str], List[List[str]]]  # one nnUNetv2_train, or a chain of them run in turn
+
+
+def shell_line(command: Command) -> str:
+    """One command, or a chain of commands each run only after the one before succeeded."""
+    chain = command if command and isinstance(command[0], list) else [command]
+    return " && ".join(shlex.join(c) for c in chain)
+
+
+def chained_commands(commands: Sequence[Tuple[object, List[str]]]) -> List[Tuple[object, Command]]:
+    """Each chained model's fold joined with the missing fold it starts from (same fold, same train fraction)."""
+    index = {(plan.model, plan.fold): i for i, (plan, _) in enumerate(commands)}
+    starts = {index[plan.model.start, plan.fold]: i for i, (plan, _) in enumerate(commands)
+              if plan.model.start is not None and (plan.model.start, plan.fold) in index}
+    out = []
+    for i, (plan, command) in enumerate(commands):
+        if i in starts:
+            continue  # runs in its chained model's line
+        first = [j for j, k in starts.items() if k == i]
+        out.append((plan, [commands[first[0]][1], command] if first else command))
+    return out
+
+
 def _write(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
@@ -33,7 +57,7 @@ def run_script(dataset_name: str, commands: Sequence[Tuple[object, List[str]]]) 
              f"# Missing cross-validation folds of {dataset_name}, written by `nnunet-dino crossval --emit`.",
              "# One nnUNetv2_train per line: run the script, or hand lines to different machines/GPUs.",
              RESUME_NOTE, "set -euo pipefail", ENV_GUARD, ""]
-    lines += [f"{shlex.join(command)}  # {plan.name}: {plan.reason}" for plan, command in commands]
+    lines += [f"{shell_line(command)}  # {plan.name}: {plan.reason}" for plan, command in commands]
     if not commands:
         lines.append("echo 'nothing to do: every requested fold is done'")
     return "\n".join(lines) + "\n"
@@ -53,7 +77,7 @@ def array_script(dataset_name: str, commands: Sequence[Tuple[object, List[str]]]
              "# (or pass --num-gpus N to crossval --emit) and request N GPUs per task; it runs DDP on them.",
              RESUME_NOTE, "set -euo pipefail", ENV_GUARD,
              'case "${SLURM_ARRAY_TASK_ID:?run as a job array (sbatch) or set SLURM_ARRAY_TASK_ID}" in']
-    lines += [f"  {i}) {shlex.join(command)} ;;  # {plan.name}"
+    lines += [f"  {i}) {shell_line(command)} ;;  # {plan.name}"
               for i, (plan, command) in enumerate(commands)]
     lines += ['  *) echo "no fold for array index $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;', "esac"]
     if not commands:
@@ -81,8 +105,8 @@ def emit_scripts(dataset: str, models: Sequence, output: str, folds: Sequence[in
     selection = checked_selection(dataset, models, plans, configuration, folds, fractions, fraction_seed)
     fold_plans = selection.plans(npz)
     todo = [p for p in fold_plans if p.action != DONE]
-    commands = [(p, fold_command(p, dataset_id(selection.name), p.model.configuration, p.model.plans, device, npz,
-                                 num_gpus, always_continue=True)) for p in todo]
+    commands = chained_commands([(p, fold_command(p, dataset_id(selection.name), p.model.configuration, p.model.plans,
+                                                  device, npz, num_gpus, always_continue=True)) for p in todo])
     paths = write_scripts(output, selection.name, commands, num_gpus)
     for plan in fold_plans:
         print("  " + plan.describe())
