@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from filelock import FileLock  # noqa: E402
 
-from nnunet_helpers import clean_environment
+from nnunet_helpers import clean_environment, write_nnunet_splits
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -61,7 +61,8 @@ def built_once(tmp_path_factory, name: str, build) -> str:
 
 @pytest.fixture(scope="session")
 def synthetic_2d(tmp_path_factory):
-    """nnU-Net folders holding Dataset990_Synth2D (10 + 2 grey 64x80 PNGs), planned + preprocessed."""
+    """nnU-Net folders holding Dataset990_Synth2D (10 + 2 grey 64x80 PNGs), planned + preprocessed, with
+    nnU-Net's own 5-fold split written once here (tests training in parallel would each create it)."""
     from nnunet_dino.datasets.synthetic import make_synthetic_2d
     from nnunet_dino.nnunet import nnunet_environment, plan_and_preprocess
 
@@ -69,6 +70,7 @@ def synthetic_2d(tmp_path_factory):
         env = nnunet_environment(work, clean_environment())
         make_synthetic_2d(env["nnUNet_raw"], 990)
         plan_and_preprocess(990, env)
+        write_nnunet_splits(os.path.join(env["nnUNet_preprocessed"], "Dataset990_Synth2D"))
     work = built_once(tmp_path_factory, "nnunet_2d", build)
     env = nnunet_environment(work, clean_environment())
     folder = os.path.join(env["nnUNet_raw"], "Dataset990_Synth2D")

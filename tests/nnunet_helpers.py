@@ -28,6 +28,23 @@ def clean_environment(**extra: str) -> Dict[str, str]:
     return env
 
 
+def write_nnunet_splits(preprocessed: str) -> None:
+    """splits_final.json as nnUNetTrainer.do_split writes it when missing (5 folds, seed 12345)."""
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+    cases = sorted(f[:-len(".pkl")] for f in os.listdir(os.path.join(preprocessed, "nnUNetPlans_2d"))
+                   if f.endswith(".pkl"))
+    with open(os.path.join(preprocessed, "splits_final.json"), "w") as f:
+        json.dump(generate_crossval_split(cases, seed=12345, n_splits=5), f)
+
+
+def evaluate_in_process(gt_dir: str, pred_dir: str, dataset_json: str) -> dict:
+    """The plugin's evaluator in this process: nnU-Net's summary layout and values (tests/test_evaluation.py
+    holds it equal to nnU-Net's); nnUNetv2_evaluate_folder itself runs in tests/test_e2e.py. It spares a
+    test an nnU-Net process and the evaluator's spawned worker."""
+    from nnunet_dino.evaluation import evaluate_folders
+    return evaluate_folders(gt_dir, pred_dir, dataset_json)
+
+
 def make_trainer(trainer_class, preprocessed_root: str, dataset_name: str, fold: int = 0,
                  configuration: str = "2d"):
     """Instantiate a trainer in-process the way nnUNetv2_train does (plans + dataset.json).

@@ -242,10 +242,10 @@ def test_each_mode_trains_predicts_and_evaluates_through_nnunet(synthetic_2d, tm
     """plan (the session's dataset) -> train `_debug` -> `--val` and `--c` (the adapted tensors and the
     mode's optimiser groups reload) -> bundle (LoRA, last_k) -> export to zip -> install into a fresh
     results folder -> predict from it in a new process without nnUNet_dino_weights -> evaluate."""
-    from nnunet_dino.nnunet import evaluate, predict, train
+    from nnunet_dino.nnunet import predict, train
     from nnunet_dino.nnunet.runner import run_step
     from nnunet_dino.nnunet.models import bundle_model_folder
-    from nnunet_helpers import results_folder
+    from nnunet_helpers import evaluate_in_process, results_folder
     user_trainers = tmp_path / "my_trainers"
     user_trainers.mkdir()
     (user_trainers / "my_adapted_trainers.py").write_text(USER_TRAINERS)
@@ -283,8 +283,8 @@ def test_each_mode_trains_predicts_and_evaluates_through_nnunet(synthetic_2d, tm
     run_step(["nnUNetv2_install_pretrained_model_from_zip", archive], env)
     out = str(tmp_path / "predictions")
     predict(990, trainer, os.path.join(synthetic_2d["raw_folder"], "imagesTs"), out, env)
-    summary = evaluate(os.path.join(synthetic_2d["raw_folder"], "labelsTs"), out, os.path.join(model, "dataset.json"),
-                       os.path.join(model, "plans.json"), env)
+    summary = evaluate_in_process(os.path.join(synthetic_2d["raw_folder"], "labelsTs"), out,
+                                  os.path.join(model, "dataset.json"))
     assert len(summary["metric_per_case"]) == 2 and summary["mean"]["1"]["Dice"] >= 0
 
 

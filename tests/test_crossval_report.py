@@ -1,5 +1,5 @@
-"""`nnunet-dino crossval` over three `_debug` trainers x folds 0-2 (of nnU-Net's 5), killed once mid-fold
-and resumed, its `--emit` scripts, and `nnunet-dino report`, whose numbers are recomputed here from the
+"""`nnunet-dino crossval` over three `_debug` trainers x folds 0-1 (of nnU-Net's 5) on the suite's shared
+2D dataset (its own results folder), killed once mid-fold and resumed, its `--emit` scripts, and `nnunet-dino report`, whose numbers are recomputed here from the
 files.
 
 Aggregation checked (as documented in nnunet_dino.crossval.statistics): per fold, a class's Dice is the mean
@@ -25,15 +25,13 @@ from scipy.ndimage import binary_erosion
 from scipy.stats import wilcoxon
 
 from nnunet_dino.cli import main
-from nnunet_dino.datasets.synthetic import make_synthetic_2d
-from nnunet_dino.nnunet import nnunet_environment, plan_and_preprocess, predict, run_step
-from nnunet_helpers import clean_environment
+from nnunet_dino.nnunet import predict, run_step
 
-DATASET_ID = 993
-DATASET = "Dataset993_Synth2D"
+DATASET_ID = 990
+DATASET = "Dataset990_Synth2D"
 # nnU-Net's own trainer first (the reference), then two plugin trainers (the pipeline tests below need two)
 TRAINERS = ("nnUNetTrainer_debug", "nnUNetTrainerSegDINO_debug", "nnUNetTrainerDinoUNet_debug")
-FOLDS = range(3)  # of the 5-fold split: every rule is exercised at 3/5 of the cost
+FOLDS = range(2)  # of the 5-fold split: a mean and an sd over folds, and 4 paired validation cases
 CLASSES = {"1": "disk", "2": "square"}
 
 
@@ -73,12 +71,10 @@ def _nnunet_paths(patch, env):
 
 
 @pytest.fixture(scope="module")
-def crossval_run(tmp_path_factory):
+def crossval_run(synthetic_2d, tmp_path_factory):
     work = tmp_path_factory.mktemp("crossval")
-    env = nnunet_environment(str(work), clean_environment(nnUNet_dino_weights="random", nnUNet_def_n_proc="1"))
-    make_synthetic_2d(env["nnUNet_raw"], DATASET_ID, num_train=10, num_test=2, shape=(48, 64))
-    plan_and_preprocess(DATASET_ID, env)
-    env["nnUNet_n_proc_DA"] = "0"  # training only: 0 would crash nnU-Net's planner
+    env = dict(synthetic_2d["env"], nnUNet_results=str(work / "results"), nnUNet_dino_weights="random",
+               nnUNet_n_proc_DA="0")
 
     # 1) start, and SIGKILL the whole process group once a fold is half-way
     with open(work / "first_run.log", "w") as log:

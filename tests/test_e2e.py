@@ -1,5 +1,6 @@
 """End to end through nnU-Net's own command line, each step its own process, in a fresh shell:
-plan_and_preprocess -> nnUNetv2_train -> nnUNetv2_predict -> nnUNetv2_evaluate_folder."""
+plan_and_preprocess -> nnUNetv2_train -> nnUNetv2_predict -> nnUNetv2_evaluate_folder (the two first
+tests; the others score with the plugin's evaluator in-process, which gives nnU-Net's numbers)."""
 import json
 import os
 import subprocess
@@ -13,18 +14,18 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
 from nnunet_dino.datasets.synthetic import make_synthetic_3d
 from nnunet_dino.nnunet import evaluate, nnunet_environment, plan_and_preprocess, predict, train
-from nnunet_helpers import clean_environment, foreground_dice_baseline, results_folder
+from nnunet_helpers import clean_environment, evaluate_in_process, foreground_dice_baseline, results_folder
 
 TRAINER = "nnUNetTrainerSegDINO_debug"  # default; U-DFA below
 
 
-def _train_predict_evaluate(env, dataset_id, raw_folder, tmp_path, trainer=TRAINER):
+def _train_predict_evaluate(env, dataset_id, raw_folder, tmp_path, trainer=TRAINER, nnunet_evaluator=False):
     env = dict(env, nnUNet_dino_weights="random")
     train(dataset_id, trainer, env)
-    return _predict_evaluate(env, dataset_id, raw_folder, tmp_path, trainer)
+    return _predict_evaluate(env, dataset_id, raw_folder, tmp_path, trainer, nnunet_evaluator)
 
 
-def _predict_evaluate(env, dataset_id, raw_folder, tmp_path, trainer=TRAINER):
+def _predict_evaluate(env, dataset_id, raw_folder, tmp_path, trainer=TRAINER, nnunet_evaluator=False):
     model = results_folder(env, os.path.basename(raw_folder), trainer)
     assert os.path.isfile(os.path.join(model, "fold_0", "checkpoint_final.pth"))
     assert os.path.isfile(os.path.join(model, "fold_0", "validation", "summary.json"))
@@ -32,12 +33,15 @@ def _predict_evaluate(env, dataset_id, raw_folder, tmp_path, trainer=TRAINER):
     predict(dataset_id, trainer, os.path.join(raw_folder, "imagesTs"), out, env)
     cases = sorted(f for f in os.listdir(os.path.join(raw_folder, "labelsTs")))
     assert sorted(f for f in os.listdir(out) if f.startswith("case_")) == cases
+    if not nnunet_evaluator:
+        return evaluate_in_process(os.path.join(raw_folder, "labelsTs"), out, os.path.join(model, "dataset.json"))
     return evaluate(os.path.join(raw_folder, "labelsTs"), out, os.path.join(model, "dataset.json"),
                     os.path.join(model, "plans.json"), env)
 
 
 def test_2d_png_dataset_learns_the_easy_task(synthetic_2d, trained_segdino_2d, tmp_path):
-    summary = _predict_evaluate(trained_segdino_2d["env"], 990, synthetic_2d["raw_folder"], tmp_path)
+    summary = _predict_evaluate(trained_segdino_2d["env"], 990, synthetic_2d["raw_folder"], tmp_path,
+                                nnunet_evaluator=True)
     baseline = foreground_dice_baseline(summary)
     disk = summary["mean"]["1"]["Dice"]
     # 30 AdamW steps at the paper's lr on a RANDOM frozen backbone: the large bright disk is learned
@@ -49,7 +53,7 @@ def test_3d_two_channel_volumes_train_slice_wise_and_predict(tmp_path):
     env = nnunet_environment(str(tmp_path / "nnunet"), clean_environment())
     raw = make_synthetic_3d(env["nnUNet_raw"], 991, num_channels=2)
     plan_and_preprocess(991, env)
-    summary = _train_predict_evaluate(env, 991, raw, tmp_path)
+    summary = _train_predict_evaluate(env, 991, raw, tmp_path, nnunet_evaluator=True)
     assert summary["mean"]["1"]["Dice"] > foreground_dice_baseline(summary)["1"]
 
 
@@ -80,8 +84,8 @@ def test_dino_unet_with_its_planning_preset(synthetic_2d, tmp_path):
     assert saved["configurations"]["2d"]["patch_size"] == [64, 96]  # rounded to a multiple of 32
     out = str(tmp_path / "predictions")
     predict(990, trainer, os.path.join(synthetic_2d["raw_folder"], "imagesTs"), out, env, plans=plans)
-    summary = evaluate(os.path.join(synthetic_2d["raw_folder"], "labelsTs"), out,
-                       os.path.join(model, "dataset.json"), os.path.join(model, "plans.json"), env)
+    summary = evaluate_in_process(os.path.join(synthetic_2d["raw_folder"], "labelsTs"), out,
+                                  os.path.join(model, "dataset.json"))
     # 30 SGD steps at the official lr 1e-3 barely move a fresh decoder: learning is asserted for the
     # AdamW trainers above; here every test case is predicted on its own grid with the dataset's labels.
     assert len(summary["metric_per_case"]) == len(os.listdir(os.path.join(synthetic_2d["raw_folder"], "labelsTs")))

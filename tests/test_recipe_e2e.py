@@ -10,8 +10,8 @@ import torch
 
 from dino_weights_helpers import randomize_
 from nnunet_dino.datasets.synthetic import make_synthetic_3d
-from nnunet_dino.nnunet import evaluate, nnunet_environment, plan_and_preprocess, predict, train
-from nnunet_helpers import clean_environment, results_folder
+from nnunet_dino.nnunet import nnunet_environment, plan_and_preprocess, predict, train
+from nnunet_helpers import clean_environment, evaluate_in_process, results_folder
 
 TRAINER = "nnUNetTrainerSegDINO_TinyMedCT_debug"
 #: a trainer module nnU-Net finds through nnUNet_extTrainer in every process (train, predict)
@@ -73,8 +73,7 @@ def test_meddinov3_file_and_ct_windows_train_and_predict_in_fresh_processes(tmp_
     assert "input recipe ct_windows" in log and "dropped dino_head.* (1 tensors), ibot_head.* (1 tensors)" in log
     out = str(tmp_path / "predictions")
     predict(993, TRAINER, os.path.join(raw, "imagesTs"), out, env)
-    summary = evaluate(os.path.join(raw, "labelsTs"), out, os.path.join(model, "dataset.json"),
-                       os.path.join(model, "plans.json"), env)
+    summary = evaluate_in_process(os.path.join(raw, "labelsTs"), out, os.path.join(model, "dataset.json"))
     assert len(summary["metric_per_case"]) == 2
     probe = subprocess.run([sys.executable, "-c", PROBE, model], env=env, capture_output=True, text=True, check=True)
     adapter = probe.stdout.strip().splitlines()[-1]  # nnU-Net prints its own lines before
