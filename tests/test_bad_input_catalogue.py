@@ -10,6 +10,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 from nnunet_dino.cli import main
+from test_dicom_onboarding import two_cases, write_rtstruct, write_seg, write_series
 from test_onboarding import make_3d, make_grey_2d, _write_volume
 
 CATALOGUE_PAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "documentation",
@@ -20,7 +21,7 @@ TABLE = re.compile(r"<!-- bad-input-catalogue -->\n(.*?)<!-- /bad-input-catalogu
 def catalogue_rows():
     """id -> message excerpt, from the catalogue's table (| `id` | input | `excerpt` | written |)."""
     rows = {}
-    with open(CATALOGUE_PAGE) as f:
+    with open(CATALOGUE_PAGE, encoding="utf-8") as f:
         table = TABLE.search(f.read())
     assert table, f"no bad-input catalogue between its markers in {CATALOGUE_PAGE}"
     for line in table.group(1).splitlines():
@@ -127,9 +128,93 @@ def three_d_configuration(tmp_path, raw, capsys, monkeypatch):
     return 2, str(error.value)
 
 
+def _dicom_onboard(capsys, raw, images, masks):
+    return _onboard(capsys, raw, str(images), str(masks))
+
+
+def dicom_two_series(tmp_path, raw, capsys):
+    images, masks = two_cases(tmp_path)
+    write_series(tmp_path / "scout", 0, uid="1.2.826.0.1.3680043.8.498.299", description="scout")
+    for name in os.listdir(tmp_path / "scout"):
+        os.rename(tmp_path / "scout" / name, images / "c0" / f"scout_{name}")
+    return _dicom_onboard(capsys, raw, images, masks)
+
+
+def dicom_missing_slice(tmp_path, raw, capsys):
+    images, masks = two_cases(tmp_path)
+    os.remove(sorted(str(p) for p in (images / "c1").iterdir())[1])
+    return _dicom_onboard(capsys, raw, images, masks)
+
+
+def seg_of_another_series(tmp_path, raw, capsys):
+    images, masks = two_cases(tmp_path)
+    write_seg(masks / "c0.dcm", images / "c1", np.zeros((4, 16, 20), np.uint8) + 1)
+    return _dicom_onboard(capsys, raw, images, masks)
+
+
+def rtstruct_mask(tmp_path, raw, capsys):
+    images, masks = two_cases(tmp_path)
+    write_rtstruct(masks / "c0.dcm")
+    return _dicom_onboard(capsys, raw, images, masks)
+
+
+def letter_case_names(tmp_path, raw, capsys):
+    images, masks = make_grey_2d(tmp_path)
+    for folder in (images, masks):
+        os.rename(os.path.join(folder, "c2.png"), os.path.join(folder, "C1.png"))
+    return _onboard(capsys, raw, images, masks)
+
+
+def nan_image(tmp_path, raw, capsys):
+    folder = make_3d(tmp_path)
+    mr = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(folder, "case1_mr.nii.gz")))
+    mr[0, 0, 0] = np.nan
+    os.remove(os.path.join(folder, "case1_mr.nii.gz"))
+    _write_volume(mr, os.path.join(folder, "case1_mr.mha"))  # NIfTI (through SimpleITK) cannot hold NaN
+    return _onboard(capsys, raw, folder, "--image-pattern", "{case}_{channel}", "--mask-pattern", "{case}_seg")
+
+
+def four_d_image(tmp_path, raw, capsys):
+    folder = make_3d(tmp_path)
+    path = os.path.join(folder, "case1_ct.nii.gz")
+    sitk.WriteImage(sitk.JoinSeries([sitk.ReadImage(path)] * 3), path)
+    return _onboard(capsys, raw, folder, "--image-pattern", "{case}_{channel}.nii.gz", "--mask-pattern",
+                    "{case}_seg.nii.gz", "--channels", "ct", "mr")
+
+
+def stacked_channels(tmp_path, raw, capsys):
+    images, masks = make_grey_2d(tmp_path)
+    grey = np.asarray(Image.open(os.path.join(images, "c1.png")))
+    os.remove(os.path.join(images, "c1.png"))
+    _write_volume(np.stack([grey, grey]), os.path.join(images, "c1.nii.gz"))
+    return _onboard(capsys, raw, images, masks)
+
+
+def strict_constant_image(tmp_path, raw, capsys):
+    images, masks = make_grey_2d(tmp_path)
+    Image.fromarray(np.ones((48, 64), np.uint8)).save(os.path.join(images, "c1.png"))
+    return _onboard(capsys, raw, images, masks, "--strict")
+
+
+def strict_empty_mask(tmp_path, raw, capsys):
+    images, masks = make_grey_2d(tmp_path)
+    Image.fromarray(np.zeros((48, 64), np.uint8)).save(os.path.join(masks, "c1.png"))
+    return _onboard(capsys, raw, images, masks, "--strict")
+
+
+def missing_weights_folder(tmp_path, raw, capsys, monkeypatch):
+    from nnunet_dino.backbones import WeightsError, get_backbone_spec, locate_weights
+    monkeypatch.setenv("nnUNet_dino_weights", str(tmp_path / "dino_wieghts"))
+    with pytest.raises(WeightsError) as error:
+        locate_weights(get_backbone_spec("dinov2_vits14"))
+    return 2, str(error.value)
+
+
 CASES = {f.__name__: f for f in (unpaired_files, size_mismatch, origin_mismatch, truncated_file, non_integer_mask,
                                  missing_dataset, not_a_model_folder, evaluate_unpaired, garbage_weights,
-                                 unset_weights, three_d_configuration)}
+                                 unset_weights, three_d_configuration, dicom_two_series, dicom_missing_slice,
+                                 seg_of_another_series, rtstruct_mask, letter_case_names, nan_image, four_d_image,
+                                 stacked_channels, strict_constant_image, strict_empty_mask, missing_weights_folder)}
 
 
 def test_every_case_has_a_row_and_every_row_a_case():
