@@ -14,7 +14,7 @@ from nnunet_dino.bench.contenders import bench_plans
 from nnunet_dino.errors import MissingInputError
 from nnunet_dino.plans.slab import (SLAB_CONFIGURATION, SLAB_FROM_2D_CONFIGURATION, add_chained_configuration,
                                     chained_configuration, slab_configuration)
-from nnunet_dino.training.slab import SLAB_Z_STEP_KEY
+from nnunet_dino.training.slab import SLAB_Z_STEP_KEY, validation_at_slab_steps
 from nnunet_dino.training.trainers import nnUNetTrainerSegDINO_debug, nnUNetTrainerUDFA_S_debug
 from nnunet_helpers import make_trainer
 
@@ -157,3 +157,45 @@ def test_crossval_runs_each_folds_2d_model_then_its_2_5d_stage_and_emits_them_as
     assert "nnUNetv2_train 0 2d 1 -tr nnUNetTrainerSegDINO_debug -p nnUNetPlans -device cpu --c && nnUNetv2_train 0 " \
            "2.5d+2d 1" in script
     assert "  1) nnUNetv2_train 0 2d 1 " in open(result["job_array"]).read()
+
+
+# --- what a slab model costs at prediction ---------------------------------------------------------------
+def _encoded_slices(predictor, network, volume) -> int:
+    """Slices the frozen encoder encodes while the predictor runs its sliding window over `volume`."""
+    seen = []
+    hook = network.backbone.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[0]))
+    try:
+        predictor.predict_sliding_window_return_logits(volume)
+    finally:
+        hook.remove()
+    return sum(seen)
+
+
+def test_a_slab_model_encodes_each_slice_at_most_1_25_times_as_often_as_the_2d_model(dataset):
+    """Z = 12 slices of 48 x 48 (4 in-plane tiles of 32): the 2d model encodes each slice once per tile and
+    mirror; the 2.5d model, mirrored in-plane as training allows and tiled every K - 1 = 4 slices along z,
+    15 of 12 slices per tile and mirror (nnU-Net's single step of 0.5 would take 20)."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunet_dino.prediction import DinoPredictor
+    flat = _trained_2d(nnUNetTrainerTinySegDINO_debug, dataset)
+    chain = make_trainer(nnUNetTrainerTinySegDINO_debug, dataset, DATASET, configuration=SLAB_FROM_2D_CONFIGURATION)
+    chain.initialize()
+    volume = torch.randn(1, 12, 48, 48, generator=torch.Generator().manual_seed(0))
+    counts = {}
+    for name, trainer, predictor_class in (("2d", flat, nnUNetPredictor), ("2.5d nnU-Net", chain, nnUNetPredictor),
+                                           ("2.5d", chain, DinoPredictor)):
+        trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()  # the checkpoint's mirroring axes
+        predictor = predictor_class(tile_step_size=0.5, use_mirroring=True, device=torch.device("cpu"),
+                                    perform_everything_on_device=False, allow_tqdm=False)
+        predictor.manual_initialization(trainer.network, trainer.plans_manager, trainer.configuration_manager, None,
+                                        trainer.dataset_json, type(trainer).__name__,
+                                        trainer.inference_allowed_mirroring_axes)
+        counts[name] = _encoded_slices(predictor, trainer.network, volume)
+    mirrors = 4  # both configurations: the two in-plane axes
+    assert counts["2d"] == 12 * 4 * mirrors
+    assert counts["2.5d"] == 15 * 4 * mirrors and counts["2.5d nnU-Net"] == 20 * 4 * mirrors
+    plain = nnUNetPredictor._internal_get_sliding_window_slicers
+    assert len(plain(predictor, (12, 48, 48))) == 4 * 4
+    with validation_at_slab_steps():  # the trainer's validation tiles as nnunet-dino predict does
+        assert len(nnUNetPredictor._internal_get_sliding_window_slicers(predictor, (12, 48, 48))) == 3 * 4
+    assert nnUNetPredictor._internal_get_sliding_window_slicers is plain

@@ -9,6 +9,9 @@ Gaussian sum, then the folds are summed in fold order and divided, as `predict_l
 does -- so the result equals nnU-Net's for the same folds. Where the folds cannot share (sharing.py),
 each fold runs its own sliding window, as nnU-Net does.
 
+One difference on purpose: a 2.5D slab model that records a step along z (training/slab.py) is tiled at
+that step along z, where nnU-Net's single `step_size` predicts each slice about twice.
+
 Tiles go through the networks `tile_batch` at a time (`default_tile_batch`); the accumulation stays
 tile by tile, in nnU-Net's order.
 """
@@ -27,6 +30,7 @@ from torch import nn
 from torch._dynamo import OptimizedModule
 from tqdm import tqdm
 
+from ..training.slab import recorded_slicers
 from .sharing import SharedEncoder, Sharing, encoder_sharing, fold_networks
 
 #: tiles per network call: CUDA runs small tiles faster in batches; a CPU gains nothing measurable
@@ -73,6 +77,10 @@ class DinoPredictor(nnUNetPredictor):
         self.fold_networks = fold_networks(network, self.list_of_parameters) if self.sharing.shared else None
         if self.list_of_parameters and len(self.list_of_parameters) > 1:
             print(self.sharing.line(len(self.list_of_parameters)))
+
+    def _internal_get_sliding_window_slicers(self, image_size):
+        slab = recorded_slicers(self.configuration_manager, image_size, self.tile_step_size)
+        return super()._internal_get_sliding_window_slicers(image_size) if slab is None else slab
 
     # --- the folds ---------------------------------------------------------------------------------
     @torch.inference_mode()

@@ -61,7 +61,7 @@ from .progress import sliding_window_progress
 from .schedules import EpochLRSchedule
 from .seeding import SeededMixin
 from .slab import (SLAB_RECORD_KEY, SLAB_Z_STEP_KEY, check_runnable, describe_slab, inference_mirror_axes,
-                   prediction_z_step, slab_marker, slab_record)
+                   prediction_z_step, slab_marker, slab_record, validation_at_slab_steps)
 from .slab_start import load_start, start_checkpoint, start_of, start_parameter_groups, start_warmup_epochs
 
 TEST_PAUSE_ENV_VAR = "nnUNet_dino_test_pause"  # test-only, see pause_for_test
@@ -349,8 +349,9 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
             f"them to train this fold from scratch (without --c), or restore them from a backup.")
 
     def perform_actual_validation(self, save_probabilities: bool = False):
-        """nnU-Net's validation, with a progress bar over each case's sliding windows."""
-        with sliding_window_progress():
+        """nnU-Net's validation, with a progress bar over each case's sliding windows; a slab model tiled at
+        its recorded z step, as `nnunet-dino predict` tiles it (training/slab.py)."""
+        with sliding_window_progress(), validation_at_slab_steps():
             return super().perform_actual_validation(save_probabilities)
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):

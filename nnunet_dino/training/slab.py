@@ -16,13 +16,16 @@ Prediction. nnU-Net's sliding window steps `step_size` x patch along every axis:
 is predicted at every 2-3 slices, so each slice is encoded about twice (and its Gaussian weight along z,
 sigma 5/8 slice, lets only the most central of those count). The trainer records beside the slab
 (`nnunet_dino_slab_z_step`, from `prediction_z_step`) the step `nnunet-dino predict` takes along z
-instead (`slab_slicers`); in-plane it keeps nnU-Net's step. Models without it (trained before it existed)
-predict with nnU-Net's step. Mirroring at inference is the in-plane part of what training mirrored
+instead (`slab_slicers`), and so does the trainer's own validation (`validation_at_slab_steps`), so
+that the cross-validation scores what is predicted; in-plane it keeps nnU-Net's step. `nnUNetv2_predict`
+has one step for every axis and keeps it. Models without the record (trained before it existed) predict
+with nnU-Net's step. Mirroring at inference is the in-plane part of what training mirrored
 (`inference_mirror_axes`).
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+import contextlib
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
@@ -133,3 +136,30 @@ def describe_slab(record: dict) -> str:
     fusion = "residual cross-slice convolutions at the declared decoder stages" if record["fusion"] == "conv" else "no fusion"
     start = f"; starts from the trainer's trained {record['start_from']} fold" if record.get("start_from") else ""
     return f"slabs of {record['slices']} slices, encoded slice by slice; {channels}; {fusion}{start}"
+
+
+def recorded_slicers(configuration_manager: ConfigurationManager, image_size: Sequence[int],
+                     tile_step_size: float) -> Optional[List[tuple]]:
+    """The slicers of a (Z, H, W) case for a slab model that records its z step (None: nnU-Net's own)."""
+    z_step = recorded_z_step(configuration_manager)
+    if z_step is None or len(image_size) != 3:
+        return None
+    return slab_slicers(image_size, configuration_manager.patch_size, tile_step_size, z_step)
+
+
+@contextlib.contextmanager
+def validation_at_slab_steps() -> Iterator[None]:
+    """Within this block nnU-Net's predictors (the trainer's final validation builds one) tile a slab model
+    at its recorded z step, as `nnunet-dino predict` does."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    original = nnUNetPredictor._internal_get_sliding_window_slicers
+
+    def slicers(predictor, image_size):
+        ours = recorded_slicers(predictor.configuration_manager, image_size, predictor.tile_step_size)
+        return original(predictor, image_size) if ours is None else ours
+
+    nnUNetPredictor._internal_get_sliding_window_slicers = slicers
+    try:
+        yield
+    finally:
+        nnUNetPredictor._internal_get_sliding_window_slicers = original
