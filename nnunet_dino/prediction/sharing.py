@@ -43,6 +43,11 @@ def _adaptation_of(state: Mapping[str, object]) -> Adaptation:
     return Adaptation.from_record(record.get("adaptation") if isinstance(record, Mapping) else None)
 
 
+def _shares_encoder(adaptation: Adaptation) -> bool:
+    """The adaptation mode's own answer where it gives one; else only a frozen encoder is every fold's."""
+    return getattr(adaptation, "shares_encoder_across_folds", not adaptation.trains)
+
+
 def _differing(states: Sequence[Mapping[str, object]], keep: Callable[[str], bool]) -> List[str]:
     """Tensor keys selected by `keep` whose values are not the same in every state dict."""
     first = states[0]
@@ -59,9 +64,9 @@ def encoder_sharing(network: nn.Module, fold_states: Optional[Sequence[Mapping[s
     if not fold_states or len(fold_states) < 2:
         return Sharing(False, "a single fold: nothing to share")
     adaptations = {_adaptation_of(s) for s in fold_states} | {network.backbone.adaptation}
-    trained = [a for a in adaptations if a.trains]
-    if trained:
-        return Sharing(False, f"the encoder is adapted ({trained[0].label}): each fold has its own")
+    own = [a for a in adaptations if not _shares_encoder(a)]
+    if own:
+        return Sharing(False, f"the encoder is adapted ({own[0].label}): each fold has its own")
     records = [s.get(BACKBONE_RECORD_KEY) for s in fold_states]
     if all(isinstance(r, Mapping) for r in records):
         if len({r["sha256"] for r in records}) > 1:
