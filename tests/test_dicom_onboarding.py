@@ -2,6 +2,7 @@
 drawn on that series (or as today's files); a folder of two series, a missing slice, a SEG of another series
 and RTSTRUCT contours are refused with the fix. The series are written here, a few 16 x 20 slices each."""
 import json
+import locale
 import os
 
 import numpy as np
@@ -53,7 +54,11 @@ def write_series(folder, case: int, slices: int = 4, skip=None, uid=None, descri
         writer = sitk.ImageFileWriter()
         writer.KeepOriginalImageUIDOn()
         writer.SetFileName(os.path.join(folder, f"IM{(7 * i) % 11:04d}.dcm"))  # names out of slice order
-        writer.Execute(image)
+        process_locale = locale.setlocale(locale.LC_ALL)
+        try:
+            writer.Execute(image)
+        finally:  # GDCM's writer leaves the process in the C locale: later text I/O would be ASCII
+            locale.setlocale(locale.LC_ALL, process_locale)
     return str(folder)
 
 
@@ -129,6 +134,8 @@ def _refusal(raw, images, masks):
 
 def test_series_folders_and_a_seg_become_nifti_cases_on_the_series_grid(tmp_path, raw):
     images, masks = two_cases(tmp_path)
+    (images / "thumbnails").mkdir()  # a sub-folder without DICOM files is not a case
+    (images / "thumbnails" / "c0.png").write_bytes(b"not DICOM")
     result = onboard(str(images), str(masks), 70, "Dicom", raw, progress=False)
     folder = result.folder
     assert sorted(os.listdir(os.path.join(folder, "imagesTr"))) == ["c0_0000.nii.gz", "c1_0000.nii.gz"]

@@ -204,5 +204,6 @@ def onboard(images: str, masks: Optional[str], dataset_id: int, name: str, raw: 
         with open(os.path.join(temporary, RECORD_FILE), "w") as f:
             json.dump(_record(train, test, choices, plan, notes, findings), f, indent=2)
         _verify(temporary, num_processes)
-    return OnboardingResult(os.path.join(raw, final_name), dataset_id, len(train), len(test), file_ending, train[0].images[0].geometry.ndim,
-                            choices, plan, *_tally(train, plan), notes=notes, replaced=replace, findings=findings)
+    return OnboardingResult(os.path.join(raw, final_name), dataset_id, len(train), len(test), file_ending,
+                            train[0].images[0].geometry.ndim, choices, plan, *_tally(train, plan), notes=notes,
+                            replaced=replace, findings=findings)

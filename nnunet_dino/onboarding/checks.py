@@ -186,7 +186,8 @@ def find_findings(train: Sequence[CaseScan], test: Sequence[CaseScan]) -> List[P
     if constant:
         findings.append(Problem("constant or near-constant images", list(constant),
                                 "almost always a wrong export (an empty or clipped volume): check them", constant))
-    empty = [s.mask.path for s in train if s.mask is not None and s.mask.integer_valued and set(s.mask.label_counts) <= {0}]
+    empty = [s.mask.path for s in train
+             if s.mask is not None and s.mask.integer_valued and set(s.mask.label_counts) <= {0}]
     if empty:
         findings.append(Problem("empty masks (background only)", empty,
                                 "right for negative cases; otherwise the mask is missing its labels"))

@@ -91,18 +91,27 @@ class NamePattern:
         return found.group("case"), found.group("channel") if self.has_channel else None
 
 
-def _holds_files(folder: str) -> bool:
-    return any(not f.startswith(".") and os.path.isfile(os.path.join(folder, f)) for f in os.listdir(folder))
+def _holds_dicom(folder: str, looked_at: int = 8) -> bool:
+    """Whether a sub-folder holds DICOM files (by name, or by the 'DICM' marker after the 128-byte preamble);
+    other sub-folders (thumbnails, old exports) stay out of the way, as before DICOM was read."""
+    files = sorted(f for f in os.listdir(folder) if not f.startswith(".") and os.path.isfile(os.path.join(folder, f)))
+    for name in files[:looked_at]:
+        if name.lower().endswith(".dcm"):
+            return True
+        with open(os.path.join(folder, name), "rb") as f:
+            if f.read(132)[128:] == b"DICM":
+                return True
+    return False
 
 
 def list_files(folder: str) -> List[str]:
-    """The files of `folder`, and its sub-folders that hold files (DICOM series) as 'NAME/'."""
+    """The files of `folder`, and its sub-folders that hold DICOM files (a series, a SEG) as 'NAME/'."""
     if not os.path.isdir(folder):
         raise MissingInputError(f"not a folder: {folder}")
     names = [f for f in os.listdir(folder) if not f.startswith(".")]
     files = [f for f in names if os.path.isfile(os.path.join(folder, f))]
     folders = [f + FOLDER_MARK for f in names if os.path.isdir(os.path.join(folder, f))
-               and _holds_files(os.path.join(folder, f))]
+               and _holds_dicom(os.path.join(folder, f))]
     return sorted(files + folders)
 
 
