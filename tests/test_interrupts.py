@@ -77,6 +77,33 @@ def test_ctrl_c_stops_the_nnunet_child_process(tmp_path):
               timeout_s=15, what="the child to end")
 
 
+def test_ctrl_c_ends_a_child_of_its_own_session_with_its_whole_group(tmp_path):
+    """`own_session` (nnU-Net's integrity check, whose worker pool ignores Ctrl-C): the runner ends the child's
+    whole process group, a grandchild that would outlive its parent included."""
+    pid_file = tmp_path / "grandchild.pid"
+    grandchild = (f"import subprocess, sys, time; p = subprocess.Popen(['sleep', '300']); "
+                  f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(300)")
+    script = textwrap.dedent(f"""
+        import sys
+        from nnunet_dino.nnunet import runner
+        try:
+            runner.run_nnunet([sys.executable, "-c", {grandchild!r}], echo=False, own_session=True)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, preexec_fn=_sigint_default)
+    _wait_for(lambda: pid_file.exists() and pid_file.read_text() or process.poll() is not None,
+              what="the grandchild process")
+    assert process.poll() is None, process.communicate()
+    orphan = int(pid_file.read_text())
+    code, err = _interrupt(process)
+    assert code == 130, err
+    _wait_for(lambda: not os.path.exists(f"/proc/{orphan}") or "zombie" in open(f"/proc/{orphan}/status").read().lower(),
+              timeout_s=15, what="the grandchild to end")
+
+
 # --- every long command: Ctrl-C while the runner's child runs, or at a write ---------------------------------
 STAND_IN = """import os, sys, time
 open({pid_file!r}, "w").write(str(os.getpid()))
