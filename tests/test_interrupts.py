@@ -111,7 +111,7 @@ time.sleep(300)
 """
 DRIVER = """import sys
 from nnunet_dino.nnunet import runner
-runner.nnunet_command = lambda name: {stand_in!r}  # every command the runner starts is the stand-in
+runner.launch_command = lambda name: [{stand_in!r}]  # every command the runner starts is the stand-in
 {setup}
 from nnunet_dino.cli import main
 sys.exit(main({argv!r}))

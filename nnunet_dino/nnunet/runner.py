@@ -1,9 +1,11 @@
-"""nnU-Net's console commands (plan -> train -> predict -> evaluate) run as subprocesses, exactly as
-a user types them. One runner serves the demo, cross-validation and the end-to-end tests."""
+"""nnU-Net's console commands (plan -> train -> predict -> evaluate), each in a fresh process with the
+arguments a user types. One runner serves the demo, cross-validation and the end-to-end tests."""
 from __future__ import annotations
 
 import collections
 import contextlib
+import functools
+import importlib.metadata
 import json
 import os
 import shlex
@@ -27,6 +29,30 @@ def nnunet_command(name: str) -> str:
     return candidate if os.path.exists(candidate) else (shutil.which(name) or name)
 
 
+@functools.lru_cache(maxsize=None)
+def _entry_point(name: str) -> Optional[Tuple[str, str]]:
+    """(module, function) of an installed console script `name`, or None (not a plain function entry)."""
+    for entry in importlib.metadata.entry_points(group="console_scripts", name=name):
+        module, _, function = entry.value.partition(":")
+        if function.isidentifier():
+            return module.strip(), function
+    return None
+
+
+def launch_command(name: str) -> List[str]:
+    """How a console command starts. A Python entry point (nnUNetv2_train is
+    nnunetv2.run.run_training:run_training_entry) runs as `python -c`, calling the function its console
+    script calls: the same code and arguments, but the workers nnU-Net spawns (validation export,
+    metrics) then import only what they run instead of re-running the script's imports, several seconds
+    of CPU each. Anything else runs as found on the PATH."""
+    entry = _entry_point(name)
+    if entry is None:
+        return [nnunet_command(name)]
+    module, function = entry
+    return [sys.executable, "-c", f"import sys; sys.argv[0] = {name!r}; from {module} import {function} as main; "
+                                  "sys.exit(main())"]
+
+
 def run_nnunet(args: Sequence[str], env: Optional[Dict[str, str]] = None, log_path: Optional[str] = None,
                echo: bool = True, stream: bool = False, on_line: Optional[Callable[[str], None]] = None,
                own_session: bool = False) -> Tuple[int, float, str]:
@@ -42,7 +68,7 @@ def run_nnunet(args: Sequence[str], env: Optional[Dict[str, str]] = None, log_pa
     try:
         if log:
             log.write(f"\n{time.strftime('%Y-%m-%d %H:%M:%S')} $ {shlex.join(args)}\n")
-        process = subprocess.Popen([nnunet_command(args[0]), *args[1:]], env=env, stdout=subprocess.PIPE,
+        process = subprocess.Popen([*launch_command(args[0]), *args[1:]], env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=own_session)
         try:
             for line in process.stdout:
