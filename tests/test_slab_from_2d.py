@@ -153,6 +153,8 @@ def test_crossval_runs_each_folds_2d_model_then_its_2_5d_stage_and_emits_them_as
     def command(configuration, fold):
         return [w.format(configuration if i == 2 else fold) for i, w in enumerate(train)]
     assert [c for _, c in result["commands"]] == [command("2.5d+2d", 0), [command("2d", 1), command("2.5d+2d", 1)]]
+    listed_after = emit_scripts(DATASET, [model.label, trainer], str(tmp_path / "emit2"), folds=(0, 1), device="cpu")
+    assert [(p.model.label, p.fold) for p in listed_after["plans"]] == [(p.model.label, p.fold) for p in result["plans"]]
     script = open(result["run_folds"]).read()
     assert "nnUNetv2_train 0 2d 1 -tr nnUNetTrainerSegDINO_debug -p nnUNetPlans -device cpu --c && nnUNetv2_train 0 " \
            "2.5d+2d 1" in script

@@ -150,7 +150,7 @@ class Selection:
         """Model by model, run by run; a chained model's run right after its start model's same run."""
         def group(m: ModelSpec) -> int:  # a chained model runs in its start model's group
             return self.models.index(m.start) if m.start in self.models else self.models.index(m)
-        order = sorted(((group(m), r, self.models.index(m)), m, run) for m in self.models
+        order = sorted(((group(m), r, m.start is not None, self.models.index(m)), m, run) for m in self.models
                        for r, run in enumerate(sorted(self.runs.items(), key=_run_order)))
         return [fold_plan(m, nnunet_fold, fold_folder(self.name, m.trainer, m.plans, m.configuration, nnunet_fold),
                           want_npz, fold, fraction)
