@@ -9,6 +9,8 @@ Standard library only: this runs at every interpreter start.
 import importlib.util
 import os
 
+from nnunet_dino import environment
+
 ENV_VAR = "nnUNet_extTrainer"
 
 
@@ -29,5 +31,5 @@ def register(environ=os.environ) -> str:
     return folder
 
 
-if os.environ.get("NNUNET_DINO_NO_AUTOREGISTER", "0") not in ("1", "true", "True"):
+if environment.get(environment.NO_AUTOREGISTER, "0") not in ("1", "true", "True"):
     register()

@@ -211,5 +211,5 @@ FAMILY = register_family(BackboneFamily(
                  "dinov3_vits16_pretrain_lvd1689m-08c60483.pth) or the Hugging Face models facebook/dinov3-*",
     embed_tokens=embed_tokens, run_block=run_block, detect_format=detect_format, to_timm=to_timm,
     pos_embed_rule=lambda fmt, spec, current: current,  # RoPE: nothing is resized
-    timm_to_meta=timm_to_meta, timm_to_hf=timm_to_hf,
+    timm_to_meta=timm_to_meta, timm_to_hf=timm_to_hf, rope_table=rope_table,
 ))

@@ -32,8 +32,9 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .adaptation import Adaptation, AdaptationError, LoRA, layer_of, trains_layer
-from .registry import BackboneSpec
+from .adaptation import Adaptation
+from .errors import AdaptationError
+from .registry import BackboneFamily, BackboneSpec
 
 
 def build_timm_vit(spec: BackboneSpec) -> nn.Module:
@@ -76,14 +77,18 @@ class ResidualSubsetDrop(nn.Module):
 
 
 class FrozenDinoBackbone(nn.Module):
-    def __init__(self, spec: BackboneSpec, pos_embed_resize: str = "meta",
+    def __init__(self, spec: BackboneSpec, pos_embed_resize: Optional[str] = None,
                  reduced_precision_devices: Sequence[str] = ("cuda",), rope_rescale: Optional[float] = None,
                  drop_path: float = 0.0):
         """`reduced_precision_devices`: device types on which `compute_dtype` applies (empty: never;
         adding "cpu" applies the CUDA rule to CPU tensors, which is how the tests simulate a GPU).
+        `pos_embed_resize`: how a learned position embedding is resized to other grids (None: the family's
+        default; loading weights sets the rule of their source, backbones/weights.py).
         `rope_rescale`, `drop_path`: train-mode augmentation (module docstring; off by default)."""
         super().__init__()
         modes = spec.family_ops.pos_embed_modes
+        if pos_embed_resize is None:
+            pos_embed_resize = spec.family_ops.default_pos_embed_resize
         if modes and pos_embed_resize not in modes:
             raise ValueError(f"pos_embed_resize must be one of {modes}")
         self.spec = spec
@@ -95,8 +100,7 @@ class FrozenDinoBackbone(nn.Module):
         self._family = spec.family_ops
         self.loaded_fingerprint: Optional[str] = None  # set by weights.load_backbone_weights,
         self.weights_info: dict = {}                     # with what was loaded from where
-        self.adaptation = Adaptation()
-        self.lora: Optional[LoRA] = None
+        self.adaptation = Adaptation()  # its mode object may add modules (LoRA: `self.lora`) in `adapt`
         self._first_graph_block, self._embedding_trains = len(self.vit.blocks), False
         self.rope_rescale: Optional[float] = None
         self.drop_path = 0.0
@@ -104,9 +108,9 @@ class FrozenDinoBackbone(nn.Module):
 
     def set_train_augmentation(self, rope_rescale: Optional[float] = None, drop_path: float = 0.0) -> None:
         """Switch the train-mode augmentation (module docstring) on or off; changes no weight."""
-        if rope_rescale is not None and (self.spec.family != "dinov3" or rope_rescale < 1):
-            raise ValueError(f"rope_rescale (a factor r >= 1) applies to DINOv3's RoPE; got {rope_rescale} for "
-                             f"{self.spec.name}")
+        if rope_rescale is not None and (self._family.rope_table is None or rope_rescale < 1):
+            raise ValueError(f"rope_rescale (a factor r >= 1) applies to a RoPE encoder (DINOv3); got {rope_rescale} "
+                             f"for {self.spec.name}")
         if not 0 <= drop_path < 1:
             raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
         self.rope_rescale, self.drop_path = rope_rescale, float(drop_path)
@@ -129,12 +133,11 @@ class FrozenDinoBackbone(nn.Module):
         """Let the part `adaptation` names train (a frozen adaptation changes nothing)."""
         if self.adaptation.trains:
             raise RuntimeError("this backbone is adapted already")
-        if adaptation.mode == "last_k" and adaptation.last_k > self.depth:
-            raise AdaptationError(f"last_k = {adaptation.last_k}, but {self.spec.name} has {self.depth} blocks: "
-                                  f"declare at most {self.depth} (or mode 'full').")
+        problems = adaptation.kind.check_backbone(adaptation, self.depth, self.spec.name)
+        if problems:
+            raise AdaptationError("; ".join(problems) + ".")
         self.adaptation = adaptation
-        if adaptation.mode == "lora":
-            self.lora = LoRA(self.vit.blocks, self._family.run_block, adaptation)
+        adaptation.kind.attach(self, adaptation)
         self.set_encoder_trainable(adaptation.trains)
         return self
 
@@ -143,10 +146,9 @@ class FrozenDinoBackbone(nn.Module):
         before = self.encoder_trains
         for name, param in self.adapted_parameters():
             param.requires_grad_(trainable)
-        depth, mode = self.depth, self.adaptation.mode
-        first = 0 if mode in ("lora", "full") else depth - self.adaptation.last_k if mode == "last_k" else depth
-        self._first_graph_block = first if trainable else depth
-        self._embedding_trains = trainable and mode == "full"
+        kind, depth = self.adaptation.kind, self.depth
+        self._first_graph_block = kind.first_graph_block(self.adaptation, depth) if trainable else depth
+        self._embedding_trains = trainable and kind.embedding_trains(self.adaptation)
         return before != self.encoder_trains
 
     @property
@@ -156,21 +158,19 @@ class FrozenDinoBackbone(nn.Module):
 
     def adapted_parameters(self):
         """(name in this module, parameter) of everything the adaptation trains (warm-up or not)."""
+        kind = self.adaptation.kind
         for name, param in self.named_parameters():
-            if name.startswith("lora.") or (name.startswith("vit.") and self._trains_vit_key(name[4:])):
+            if kind.trains and kind.trains_key(self.adaptation, name, self.depth):
                 yield name, param
-
-    def _trains_vit_key(self, key: str) -> bool:
-        return trains_layer(self.adaptation, layer_of(key, self.depth), self.depth)
 
     def is_adapted_key(self, key: str) -> bool:
         """Whether a state-dict key of this module is one the adaptation changes (what slim checkpoints keep:
         the LoRA tensors, the trained blocks and final norm, or for `full` the whole ViT)."""
-        if key.startswith("lora."):
-            return True
-        if not key.startswith("vit.") or not self.adaptation.trains:
-            return False
-        return self.adaptation.mode == "full" or self._trains_vit_key(key[4:])
+        return self.adaptation.kind.keeps_key(self.adaptation, key, self.depth)
+
+    def weights_loaded(self) -> None:
+        """Called after a state dict was loaded into the network (the mode drops caches of the old tensors)."""
+        self.adaptation.kind.weights_loaded(self)
 
     def graph_scope(self, stop: int):
         """no_grad() unless the embedding or a block before `stop` trains (e.g. U-DFA's frozen prefix)."""
@@ -190,10 +190,14 @@ class FrozenDinoBackbone(nn.Module):
         whose coordinates are scaled by a fresh factor, log-uniform in [1/r, r] (torch's RNG)."""
         if not (self.training and self.rope_rescale) or grid is None:
             return rope
-        from .dinov3 import rope_table
         log_r = math.log(self.rope_rescale)
         scale = float(torch.empty(()).uniform_(-log_r, log_r).exp())
-        return rope_table(self.vit, grid, scale).to(rope.dtype)
+        return self._family.rope_table(self.vit, grid, scale).to(rope.dtype)
+
+    @property
+    def family_ops(self) -> BackboneFamily:
+        """The DINO generation's operations (backbones/registry.py)."""
+        return self._family
 
     @property
     def embed_dim(self) -> int:
@@ -260,9 +264,7 @@ class FrozenDinoBackbone(nn.Module):
         return tokens
 
     def _run_block(self, index: int, tokens: torch.Tensor, rope: Optional[torch.Tensor]) -> torch.Tensor:
-        if self.lora is not None:
-            return self.lora.call(index, tokens, rope)
-        return self._family.run_block(self.vit.blocks[index], tokens, rope)
+        return self.adaptation.kind.run_block(self, index, tokens, rope)
 
     def to_map(self, tokens: torch.Tensor, grid: Tuple[int, int], norm: bool = True) -> torch.Tensor:
         """Patch tokens -> (B, D, h, w) map, final LayerNorm applied (as get_intermediate_layers)."""

@@ -16,6 +16,8 @@ from typing import Dict, Iterable, Optional, Tuple
 
 import torch
 
+from .errors import WeightsError
+
 logger = logging.getLogger("nnunet_dino.backbones")
 
 #: wrapper dicts of training checkpoints, in order of preference (the teacher is the model to use)
@@ -50,7 +52,6 @@ def _keep_prefix(state: dict, prefix: str) -> Tuple[dict, Dict[str, int]]:
 
 def unwrap_checkpoint(obj, path: str) -> NotedState:
     """A file's loaded object -> the backbone's tensors, with notes on what was unwrapped and dropped."""
-    from .weights import WeightsError
     taken = []
     while isinstance(obj, dict) and not _all_tensors(obj):
         key = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)

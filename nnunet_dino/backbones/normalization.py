@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from .errors import WeightsError
+
 RGB_SPACE = "rgb01"   # mean/std apply to RGB scaled to [0, 1]
 HU_SPACE = "hu"       # mean/std apply to Hounsfield units clipped to `hu_clip`
 
@@ -61,7 +63,6 @@ def dataset_tag(name: str) -> Optional[str]:
 
 def read_preprocessor_config(path: str) -> Normalization:
     """image_mean / image_std of a transformers `preprocessor_config.json` (3 values each)."""
-    from .weights import WeightsError
     try:
         with open(path) as f:
             config = json.load(f)
@@ -97,7 +98,6 @@ def source_normalization(spec, kind: str, path: str) -> Normalization:
     """The normalisation a weights source (`WeightsSource.kind`/`.path`) was trained with, in this order:
     the model folder's preprocessor config (or a file's metadata / sidecar config), the data set named
     in the file name or hub id, the backbone row's own. WeightsError when none is known."""
-    from .weights import WeightsError
     if kind == "folder" and os.path.isfile(os.path.join(path, PREPROCESSOR_CONFIG)):
         return read_preprocessor_config(os.path.join(path, PREPROCESSOR_CONFIG))
     if kind == "file":
@@ -115,18 +115,3 @@ def source_normalization(spec, kind: str, path: str) -> Normalization:
     raise WeightsError(f"The input normalisation of {path} is unknown: backbone {spec.name} takes it from the "
                        f"model's {PREPROCESSOR_CONFIG}. Put that file beside the weights (it comes with "
                        f"{spec.hf_repo or 'the model'}).")
-
-
-def check_dataset(spec, path: str) -> None:
-    """Refuse SAT-493M weights for an LVD-1689M backbone row and vice versa (same shapes, other data)."""
-    from .weights import WeightsError
-    tag = dataset_tag(path)
-    if tag and spec.pretraining in DATASET_TAGS and tag != spec.pretraining:
-        from .registry import get_backbone_spec, list_backbones
-        rows = [name for name in list_backbones() if get_backbone_spec(name).pretraining == tag
-                and get_backbone_spec(name).timm_name == spec.timm_name]
-        raise WeightsError(f"{path} holds {tag.upper()} weights, but backbone {spec.name} is the "
-                           f"{spec.pretraining.upper()} model (another input normalisation). Use backbone "
-                           f"{' or '.join(rows) or 'a ' + tag.upper() + ' row'} for these weights, or the "
-                           f"{spec.pretraining.upper()} file.")
-

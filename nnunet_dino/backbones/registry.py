@@ -13,7 +13,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
-from .normalization import IMAGENET, Normalization
+from .errors import WeightsError
+from .normalization import DATASET_TAGS, IMAGENET, Normalization, dataset_tag
 
 _REGISTRY: Dict[str, "BackboneSpec"] = {}
 _FAMILIES: Dict[str, "BackboneFamily"] = {}
@@ -28,7 +29,9 @@ class BackboneFamily:
     pos_embed_rule(fmt, spec, current) -> the resize rule that reproduces the weights' source;
     timm_kwargs(spec) -> extra `timm.create_model` arguments;
     timm_to_meta(state, vit) -> the official (Meta) layout of a timm state dict (`weights convert`);
-    timm_to_hf(state, spec, vit) -> (transformers state dict, config.json dict)."""
+    timm_to_hf(state, spec, vit) -> (transformers state dict, config.json dict);
+    rope_table(vit, grid, scale) -> the RoPE table of a patch grid, coordinates scaled (RoPE families only:
+    the train-mode `rope_rescale` augmentation needs it)."""
     name: str
     where_to_get: str
     embed_tokens: Callable
@@ -37,9 +40,17 @@ class BackboneFamily:
     to_timm: Callable
     pos_embed_rule: Callable
     timm_kwargs: Callable = lambda spec: {}
-    pos_embed_modes: Tuple[str, ...] = ()   # accepted `pos_embed_resize` values (empty: not used)
+    pos_embed_modes: Tuple[str, ...] = ()   # accepted `pos_embed_resize` values, the default first (empty: not used)
     timm_to_meta: Optional[Callable] = None
     timm_to_hf: Optional[Callable] = None
+    rope_table: Optional[Callable] = None   # (vit, grid, scale) -> RoPE table; None: no RoPE (no rope_rescale)
+
+
+    @property
+    def default_pos_embed_resize(self) -> Optional[str]:
+        """The position-embedding resize rule of an encoder built before weights are loaded (None: the family
+        has no learned position embedding to resize)."""
+        return self.pos_embed_modes[0] if self.pos_embed_modes else None
 
 
 def register_family(family: BackboneFamily) -> BackboneFamily:
@@ -121,3 +132,15 @@ def get_backbone_spec(name: str) -> BackboneSpec:
 
 def list_backbones() -> Tuple[str, ...]:
     return tuple(_REGISTRY)
+
+
+def check_dataset(spec: BackboneSpec, path: str) -> None:
+    """Refuse SAT-493M weights for an LVD-1689M backbone row and vice versa (same shapes, other data); the
+    message names the rows that take them."""
+    tag = dataset_tag(path)
+    if tag and spec.pretraining in DATASET_TAGS and tag != spec.pretraining:
+        rows = [name for name, row in _REGISTRY.items() if row.pretraining == tag and row.timm_name == spec.timm_name]
+        raise WeightsError(f"{path} holds {tag.upper()} weights, but backbone {spec.name} is the "
+                           f"{spec.pretraining.upper()} model (another input normalisation). Use backbone "
+                           f"{' or '.join(rows) or 'a ' + tag.upper() + ' row'} for these weights, or the "
+                           f"{spec.pretraining.upper()} file.")

@@ -22,14 +22,15 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from ..errors import UserError
+from .. import environment
+from .errors import WeightsError
 from .frozen import build_timm_vit
 from .layouts import NotedState, complete_variant
 from .layouts import unwrap_checkpoint
-from .normalization import check_dataset, source_normalization
-from .registry import BackboneSpec, families
+from .normalization import source_normalization
+from .registry import BackboneSpec, check_dataset, families
 
-WEIGHTS_ENV_VAR = "nnUNet_dino_weights"
+WEIGHTS_ENV_VAR = environment.WEIGHTS
 RANDOM_SETTING = "random"
 RANDOM_BACKBONE_SEED = 0  # `random` means this seeded initialisation: reproducible from a slim checkpoint
 
@@ -44,16 +45,27 @@ def record_is_random(weights_record: Optional[dict]) -> bool:
     return (weights_record or {}).get("format") == RANDOM_SETTING
 
 
+def random_backbone_banner(why: str) -> str:
+    """The one loud banner of a random frozen backbone; `why` says where it comes from (the setting, at
+    training; a checkpoint's record, at loading)."""
+    rule = "!" * 78
+    return (f"\n{rule}\n!! RANDOM FROZEN BACKBONE: {why}\n"
+            "!! It shows that the pipeline runs, NOT what the method can do: its results are not\n"
+            f"!! comparable to the papers. Point {WEIGHTS_ENV_VAR} at real DINO weights for real work.\n{rule}")
+
+
+#: at training, in the log and in RANDOM_BACKBONE_WARNING.txt beside the checkpoints
+RANDOM_BACKBONE_BANNER = random_backbone_banner(f"{WEIGHTS_ENV_VAR}=random, the DINO encoder has random weights.")
+#: when a checkpoint trained on a random backbone is loaded (prediction, validation)
+RANDOM_MODEL_BANNER = random_backbone_banner("this model was trained on a random backbone (its checkpoint says so).")
+
+
 def describe_weights_record(record: dict) -> str:
     """'a RANDOM backbone (seeded)' or 'FILE (sha256 0123456789ab…)' for a checkpoint's backbone record."""
     weights = record.get("weights") or {}
     if record_is_random(weights):
         return "a RANDOM backbone (seeded)"
     return f"{weights.get('path') or weights.get('source') or '?'} (sha256 {str(record.get('sha256'))[:12]}…)"
-
-
-class WeightsError(UserError, RuntimeError):
-    """Weights missing, unreadable, unsafe or of another architecture. The message says how to fix it."""
 
 
 @dataclass(frozen=True)

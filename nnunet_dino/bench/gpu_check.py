@@ -1,8 +1,8 @@
 """`nnunet-dino gpu-check`: the first thing to run on a CUDA machine.
 
-For each family at its smallest size (SegDINO dinov3_vits16, U-DFA dinov2_vits14, Dino U-Net
-dinov3_vits16; `tiny`: a 64-wide, 4-block backbone and narrow CNNs, for CPU smoke runs), with a
-random frozen backbone:
+For each family of the network registry (networks/registry.py) at its smallest size (SegDINO and SegDINO v2
+dinov3_vits16, U-DFA dinov2_vits14, Dino U-Net dinov3_vits16; `tiny`: a 64-wide, 4-block backbone and narrow
+CNNs, for CPU smoke runs), with a random frozen backbone:
 
 - train: `steps` training steps as nnUNetTrainer.train_step runs them (fp16 autocast around network
   and loss, a GradScaler, gradient clipping on CUDA; the network's own `cpu_precision` on a CPU),
@@ -27,17 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import get_backbone_spec
+from ..networks.registry import TINY_BACKBONE, NetworkFamily, build_network, network_families  # noqa: F401
 
-#: the backbone of `tiny` runs: every published layout, at width 64, 4 blocks, 4 heads
-TINY_BACKBONE = dict(embed_dim=64, depth=4, num_heads=4)
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 NUM_CLASSES = 3
 
 
 @dataclass(frozen=True)
 class Family:
-    """One paper's network at its smallest size, and its narrow `tiny` variant."""
+    """One family's network at its smallest size, and its narrow `tiny` variant (a registry row, as the
+    checks use it; `of` reads one)."""
     name: str
     network: str                      # "module:Class" in nnunet_dino.networks
     backbone: str
@@ -45,26 +44,20 @@ class Family:
     #: options that make a training step deterministic (eager and compiled must draw the same network)
     deterministic_options: Tuple[Tuple[str, object], ...] = ()
 
+    @classmethod
+    def of(cls, row: NetworkFamily) -> "Family":
+        return cls(row.name, row.network_path, row.smallest.backbone, row.tiny_options, row.deterministic_options)
+
     def build(self, input_channels: int = 1, num_classes: int = NUM_CLASSES, tiny: bool = False,
               seed: int = 0, **options) -> nn.Module:
         module, cls = self.network.split(":")
         network_class = getattr(importlib.import_module(f"nnunet_dino.networks.{module}"), cls)
-        spec = get_backbone_spec(self.backbone)
-        if tiny:
-            spec = spec.variant(f"tiny_{self.backbone}", **TINY_BACKBONE)
-            options = {**dict(self.tiny_options), **options}
-        torch.manual_seed(seed)
-        return network_class(input_channels, num_classes, backbone=spec, **options)
+        return build_network(network_class, self.backbone, input_channels, num_classes, tiny, self.tiny_options,
+                             seed, **options)
 
 
-FAMILIES: Tuple[Family, ...] = (
-    Family("SegDINO", "segdino:SegDINO", "dinov3_vits16"),
-    Family("U-DFA", "udfa:UDFA", "dinov2_vits14",
-           tiny_options=(("spa_channels", (8, 16, 16, 32, 32)), ("bottleneck_channels", 32))),
-    Family("Dino U-Net", "dino_unet:DinoUNet", "dinov3_vits16",
-           tiny_options=(("decoder_channels", (8, 16, 32, 32)), ("fapm_rank", 16)),
-           deterministic_options=(("drop_path", 0.0),)),
-)
+#: every family of the network registry
+FAMILIES: Tuple[Family, ...] = tuple(Family.of(row) for row in network_families())
 
 
 @dataclass

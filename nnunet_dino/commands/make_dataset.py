@@ -1,5 +1,4 @@
 """`nnunet-dino make-dataset`: build a real nnU-Net raw dataset from packaged data (Colin27 + AAL)."""
-import os
 
 
 EXAMPLE = "example: nnunet-dino make-dataset colin27 --id 902 --downsample 2 --structures grey"
@@ -24,10 +23,8 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from ..datasets.colin27 import format_summary, make_colin27_dataset
-    from ..errors import MissingInputError
-    raw = args.raw or os.environ.get("nnUNet_raw")
-    if not raw:
-        raise MissingInputError("set nnUNet_raw or pass --raw DIR")
+    from ..nnunet.folders import raw_root
+    raw = raw_root(args.raw, alternative=", or pass --raw DIR")
     result = make_colin27_dataset(raw, args.id, name=args.name, slab=args.slab, test_slabs=args.test_slabs,
                                   downsample=args.downsample, overwrite=args.overwrite, grouping=args.structures)
     print(format_summary(result, raw))

@@ -31,10 +31,11 @@ import numpy as np
 from .aal import (  # noqa: F401 (the grouping's names, public here too)
     AAL_LOBES, EXCLUDED_AAL_REGIONS, GREY_MATTER_STRUCTURES, GROUPINGS, STRUCTURES, AalRegion, StructureRule,
     dataset_labels, group_regions, read_aal_regions)
+from .. import environment
 from ..errors import MissingInputError, OptionError
 from .folders import require_dataset_target, staged_dataset
 
-MRICRON_DIR_ENV_VAR = "NNUNET_DINO_MRICRON_DIR"
+MRICRON_DIR_ENV_VAR = environment.MRICRON_DIR
 DEFAULT_MRICRON_DIRS = ("/usr/share/mricron/templates",)
 IMAGE_FILE, ATLAS_FILE, ATLAS_NAMES_FILE = "ch2.nii.gz", "aal.nii.gz", "aal.nii.txt"
 REQUIRED_FILES = (IMAGE_FILE, ATLAS_FILE, ATLAS_NAMES_FILE)
@@ -68,9 +69,9 @@ class MricronDataMissingError(MissingInputError):
 
 # --- finding the data ----------------------------------------------------------------------------
 def find_mricron_templates() -> Optional[str]:
-    """Folder holding ch2/aal from `mricron-data`, or None. `NNUNET_DINO_MRICRON_DIR`, if set, is the
+    """Folder holding ch2/aal from `mricron-data`, or None. `nnUNet_dino_mricron_dir`, if set, is the
     only place looked at (so a wrong override fails loudly instead of silently using another copy)."""
-    override = os.environ.get(MRICRON_DIR_ENV_VAR, "").strip()
+    override = environment.get(MRICRON_DIR_ENV_VAR, "").strip()
     for folder in ([override] if override else DEFAULT_MRICRON_DIRS):
         if all(os.path.isfile(os.path.join(folder, f)) for f in REQUIRED_FILES):
             return folder
@@ -80,7 +81,7 @@ def find_mricron_templates() -> Optional[str]:
 def require_mricron_templates() -> str:
     folder = find_mricron_templates()
     if folder is None:
-        override = os.environ.get(MRICRON_DIR_ENV_VAR, "").strip()
+        override = environment.get(MRICRON_DIR_ENV_VAR, "").strip()
         looked = f"{override} ({MRICRON_DIR_ENV_VAR})" if override else " or ".join(DEFAULT_MRICRON_DIRS)
         raise MricronDataMissingError(f"Colin27/AAL files not found in {looked}. {INSTALL_HINT}")
     return folder

@@ -11,7 +11,7 @@ import functools
 import math
 import os
 import warnings
-from typing import Mapping, Tuple, Union
+from typing import Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -20,22 +20,14 @@ from torch import nn
 from ..backbones import BackboneSpec, FrozenDinoBackbone, get_backbone_spec
 from ..backbones.adaptation import Adaptation, AdaptationError
 from ..backbones.normalization import IMAGENET
-from ..backbones.weights import (RANDOM_SETTING, WEIGHTS_ENV_VAR, WeightsError, WeightsSource, describe_weights_record,
-                                 load_backbone_weights, locate_weights, record_is_random)
+from ..backbones.weights import (RANDOM_MODEL_BANNER, RANDOM_SETTING, WEIGHTS_ENV_VAR, WeightsError, WeightsSource,
+                                 describe_weights_record, load_backbone_weights, locate_weights, record_is_random)
 
 #: state-dict entry that replaces the frozen backbone's tensors in slim checkpoints
 BACKBONE_RECORD_KEY = "nnunet_dino.backbone"
 
 #: `cpu_precision` settings: "auto" = bf16 autocast where the CPU computes bf16 natively, else fp32
 CPU_PRECISIONS = ("auto", "bf16", "fp32")
-
-RANDOM_MODEL_BANNER = (
-    "\n" + "!" * 78 + "\n"
-    "!! RANDOM FROZEN BACKBONE: this model was trained on a random backbone (its checkpoint says so).\n"
-    "!! It shows that the pipeline runs, NOT what the method can do: its predictions are not\n"
-    "!! comparable to the papers. Train with real DINO weights (nnUNet_dino_weights) for real work.\n"
-    + "!" * 78)
-
 
 
 #: fixed channel rules for inputs with more than 3 channels (fewer: output j is input j mod C, which is
@@ -163,6 +155,7 @@ class DinoSegmentationNetwork(nn.Module):
     Every subclass accepts (input_channels, num_classes, backbone, pos_embed_resize,
     imagenet_normalize, **paper options) so the trainer base can build any of them from the
     plans and class attributes alone (that is what `nnUNetv2_predict` does in a fresh process).
+    `pos_embed_resize` None is the backbone family's default rule (loading weights sets their source's).
     The parameter set never depends on nnU-Net's deep-supervision flag.
 
     `cpu_precision` is the CPU counterpart of nnU-Net's CUDA autocast: "auto" (default) runs the
@@ -182,7 +175,8 @@ class DinoSegmentationNetwork(nn.Module):
     slab_fusion_points: Tuple[str, ...] = ()
 
     def __init__(self, input_channels: int, num_classes: int, backbone: Union[str, BackboneSpec],
-                 pos_embed_resize: str = "meta", imagenet_normalize: bool = False, cpu_precision: str = "auto"):
+                 pos_embed_resize: Optional[str] = None, imagenet_normalize: bool = False,
+                 cpu_precision: str = "auto"):
         super().__init__()
         self.set_cpu_precision(cpu_precision)
         spec = get_backbone_spec(backbone) if isinstance(backbone, str) else backbone
@@ -293,18 +287,19 @@ class DinoSegmentationNetwork(nn.Module):
             self.backbone.weights_info = dict(record["weights"])
             self.backbone.loaded_fingerprint = record["sha256"]
             self.backbone.pos_embed_resize = record["weights"].get("pos_embed_resize", self.backbone.pos_embed_resize)
+            self.backbone.weights_loaded()
             return result
         if record is not None:
             self._restore_backbone(record)
             for key, value in self.backbone.state_dict().items():  # the checkpoint's adapted tensors win
                 state.setdefault(f"backbone.{key}", value)
-        if self.backbone.lora is not None:
-            self.backbone.lora.unmerge()
-        return super().load_state_dict(state, strict=strict, assign=assign)
+        result = super().load_state_dict(state, strict=strict, assign=assign)
+        self.backbone.weights_loaded()
+        return result
 
     def _holds_whole_encoder(self, state: Mapping[str, object]) -> bool:
         """Whether `state` carries every ViT tensor (a fully fine-tuned encoder): no base to restore."""
-        return self.backbone.adaptation.mode == "full" and all(
+        return self.backbone.adaptation.kind.holds_whole_encoder and all(
             f"backbone.vit.{key}" in state for key in self.backbone.vit.state_dict())
 
     def _check_adaptation(self, record: Mapping[str, object]) -> None:

@@ -54,6 +54,7 @@ from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecod
 
 from ..backbones import BackboneSpec
 from .base import DinoSegmentationNetwork
+from .registry import NetworkFamily, Size, TrainerVariant, register_network_family
 from .deformable_attention import DeformableExtractor, MultiScaleDeformableAttention, grid_reference_points
 
 NORMS = ("batch", "instance")
@@ -281,7 +282,7 @@ class DinoUNet(DinoSegmentationNetwork):
     slab_fusion_points = ("decoder.stages.0", "decoder.stages.2")  # the /4 and /1 decoder stages
 
     def __init__(self, input_channels: int, num_classes: int, backbone: Union[str, BackboneSpec] = "dinov3_vits16",
-                 pos_embed_resize: str = "meta", imagenet_normalize: bool = False,
+                 pos_embed_resize: Optional[str] = None, imagenet_normalize: bool = False,
                  taps: Optional[Sequence[int]] = None, norm: str = "batch", drop_path: float = 0.3,
                  num_heads: int = 16, num_points: int = 4, value_ratio: float = 0.5, ffn_ratio: float = 0.25,
                  extra_extractors: int = 2, fapm_rank: int = 256,
@@ -313,3 +314,22 @@ class DinoUNet(DinoSegmentationNetwork):
         features = self.adapter(x, vit_maps)  # D @ /4, /8, /16, /32
         skips = self.upsample(self.fapm(features), [(h >> i, w >> i) for i in range(4)])  # /1, /2, /4, /8
         return self.decoder(skips)
+
+
+# --- the family's row (networks/registry.py) ---------------------------------------------------------------
+_ROPE_JITTER = {"rope_rescale": 2.0}  # the official code leaves the frozen DINOv3 in train mode (RoPE rescaled)
+register_network_family(NetworkFamily(
+    name="Dino U-Net", key="dinounet", network_class=DinoUNet, trainer="nnUNetTrainerDinoUNet",
+    # Dino U-Net (arXiv 2508.20909): DINOv3 + deformable-attention adapter + FAPM + nnU-Net decoder, as the
+    # official code runs: SGD (Nesterov, momentum 0.99), weight decay 3e-5, lr 1e-3, poly. Its 512 x 512 /
+    # 4-stage planning: `nnunet-dino plan -d ID --preset dinounet512`, then `-p nnUNetPlansDinoUNet512`.
+    recipe=dict(optimizer_name="sgd", learning_rate=1e-3, weight_decay_value=3e-5, lr_schedule="poly"),
+    # the 227 M-parameter adapter of the 7B recomputes its activations in backward, as the official code does
+    sizes=(Size("", "dinov3_vits16"), Size("_B", "dinov3_vitb16"), Size("_L", "dinov3_vitl16"),
+           Size("_7B", "dinov3_vit7b16", (("gradient_checkpointing", True),))),
+    paper_recipe=dict(num_epochs_value=200, backbone_train_augmentation=_ROPE_JITTER),
+    variants=(TrainerVariant("_7B_paper", "_paper", dict(
+        backbone="dinov3_vit7b16", network_kwargs={"gradient_checkpointing": True},
+        backbone_train_augmentation={**_ROPE_JITTER, "drop_path": 0.4})),),
+    tiny_options=(("decoder_channels", (8, 16, 32, 32)), ("fapm_rank", 16)),
+    deterministic_options=(("drop_path", 0.0),), injects=False, bench_step_goal=0.6))

@@ -14,13 +14,14 @@ more parameters, 2,475,937 for ViT-S and one output channel (tests/test_segdino.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .base import DinoSegmentationNetwork
+from .registry import NetworkFamily, Size, TrainerVariant, register_network_family
 
 PROJECTION_CHANNELS = (96, 192, 384, 768)
 
@@ -54,7 +55,7 @@ class SegDINO(DinoSegmentationNetwork):
     slab_fusion_points = tuple(f"head.refine.{i}" for i in range(len(PROJECTION_CHANNELS)))  # each tap @ /16
 
     def __init__(self, input_channels: int, num_classes: int, backbone: str = "dinov3_vits16",
-                 pos_embed_resize: str = "meta", imagenet_normalize: bool = False,
+                 pos_embed_resize: Optional[str] = None, imagenet_normalize: bool = False,
                  taps: Sequence[int] = None, features: int = 128, head: str = "paper", cpu_precision: str = "auto"):
         super().__init__(input_channels, num_classes, backbone, pos_embed_resize, imagenet_normalize, cpu_precision)
         self.taps = tuple(self.backbone.spec.default_taps if taps is None else taps)
@@ -66,3 +67,17 @@ class SegDINO(DinoSegmentationNetwork):
         maps = self.backbone(x, self.taps)  # frozen, no autograd graph
         logits = self.head(maps)
         return F.interpolate(logits, x.shape[-2:], mode="bilinear", align_corners=True)
+
+
+# --- the family's row (networks/registry.py) ---------------------------------------------------------------
+register_network_family(NetworkFamily(
+    name="SegDINO", key="segdino", network_class=SegDINO, trainer="nnUNetTrainerSegDINO",
+    # SegDINO (arXiv 2509.00833): DINOv3 + linear multi-level head; AdamW 1e-4, wd 1e-4, no schedule
+    recipe=dict(optimizer_name="adamw", learning_rate=1e-4, weight_decay_value=1e-4, lr_schedule="constant"),
+    sizes=(Size("", "dinov3_vits16"), Size("_B", "dinov3_vitb16"), Size("_L", "dinov3_vitl16")),
+    # the authors' current head: first level upsampled x4 by a transposed conv before the fusion
+    variants=(TrainerVariant("_HeadX4", "", dict(network_kwargs={"head": "x4"})),),
+    # the official code leaves the frozen DINOv3 in train mode: RoPE coordinates rescaled by a factor in [1/2, 2]
+    paper_recipe=dict(num_epochs_value=50, batch_size_value=4, input_recipe_options={"rgb_affine": True},
+                      backbone_train_augmentation={"rope_rescale": 2.0}),
+    injects=False, bench_step_goal=0.25))

@@ -29,13 +29,14 @@ Dice/CE loss (the authors' code is binary, BCE). The image reaches only the froz
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .base import DinoSegmentationNetwork
+from .registry import NetworkFamily, Size, register_network_family
 
 #: upsampling factor of each tap's map (patch grid /16 -> /2, /4, /8, /16)
 TPA_SCALES = (8, 4, 2, 1)
@@ -95,8 +96,12 @@ class SegDINOv2(DinoSegmentationNetwork):
     """SegDINO v2. Options beyond the shared contract: taps (4 block indices; default the spec's) and
     decoder_dim (c: 256; the authors' class default is 128, their README suggests 512 for hard tasks)."""
 
+    #: a 2.5D slab fuses each pyramid level across slices after its own residual block, the last stage before the
+    #: levels mix (as SegDINO fuses after each tap's refinement); /2, /4, /8, /16
+    slab_fusion_points = tuple(f"decoder.intra.{i}" for i in range(len(TPA_SCALES)))
+
     def __init__(self, input_channels: int, num_classes: int, backbone: str = "dinov3_vits16",
-                 pos_embed_resize: str = "meta", imagenet_normalize: bool = False,
+                 pos_embed_resize: Optional[str] = None, imagenet_normalize: bool = False,
                  taps: Sequence[int] = None, decoder_dim: int = 256, cpu_precision: str = "auto"):
         super().__init__(input_channels, num_classes, backbone, pos_embed_resize, imagenet_normalize, cpu_precision)
         self.taps = tuple(self.backbone.spec.default_taps if taps is None else taps)
@@ -109,3 +114,14 @@ class SegDINOv2(DinoSegmentationNetwork):
         maps = self.backbone(x, self.taps)  # frozen, no autograd graph
         logits = self.decoder(self.pyramid(maps))
         return F.interpolate(logits, x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+# --- the family's row (networks/registry.py) ---------------------------------------------------------------
+register_network_family(NetworkFamily(
+    name="SegDINO v2", key="segdino_v2", network_class=SegDINOv2, trainer="nnUNetTrainerSegDINOv2",
+    # SegDINO's trainer (AdamW 1e-4, no schedule) with the authors' weight decay 0.01
+    parent_trainer="nnUNetTrainerSegDINO", recipe=dict(weight_decay_value=1e-2),
+    sizes=(Size("", "dinov3_vits16"), Size("_B", "dinov3_vitb16")),
+    paper_recipe=dict(num_epochs_value=50, batch_size_value=4, input_recipe_options={"rgb_affine": True},
+                      backbone_train_augmentation={"rope_rescale": 2.0}),
+    tiny_options=(("decoder_dim", 16),), injects=False))

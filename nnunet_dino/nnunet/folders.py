@@ -1,5 +1,10 @@
 """nnU-Net's folders as nnU-Net itself names them: dataset id <-> name, plans files, preprocessed and
-results folders, and the -p / -c options a suggested command needs."""
+results folders, and the -p / -c options a suggested command needs.
+
+The one reader of nnU-Net's folder variables (`nnUNet_raw`, `nnUNet_preprocessed`, `nnUNet_results`) in the
+plugin: `raw_root`, `preprocessed_root`, `results_root`. An unset (or blank) variable is an error that says
+so, never an empty string that would quietly become a path relative to the working directory.
+(The plugin's own variables, `nnUNet_dino_*`, are in nnunet_dino/environment.py.)"""
 from __future__ import annotations
 
 import contextlib
@@ -25,12 +30,25 @@ def nnunet_environment(workdir: str, base: Optional[Dict[str, str]] = None) -> D
     return env
 
 
-def _root(var: str) -> str:
-    value = os.environ.get(var)
+def _root(var: str, alternative: str = "") -> str:
+    value = os.environ.get(var, "").strip()
     if not value:
         raise MissingInputError(f"{var} is not set: export nnUNet_raw, nnUNet_preprocessed and nnUNet_results "
-                                 f"(nnU-Net's folders) first")
+                                 f"(nnU-Net's folders) first{alternative}")
     return value
+
+
+def raw_root(override: Optional[str] = None, alternative: str = "") -> str:
+    """$nnUNet_raw, or `override` (e.g. a --raw option) when given; `alternative` ends the error message
+    (e.g. ' or pass --raw DIR')."""
+    return override or _root("nnUNet_raw", alternative)
+
+
+def preprocessed_root(required: bool = True) -> Optional[str]:
+    """$nnUNet_preprocessed; unset is an error, or None where it is not `required`."""
+    if not required:
+        return os.environ.get("nnUNet_preprocessed", "").strip() or None
+    return _root("nnUNet_preprocessed")
 
 
 def results_root() -> str:

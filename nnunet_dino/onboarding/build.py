@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 from ..datasets.folders import dataset_target, staged_dataset
+from ..nnunet.folders import preprocessed_root, raw_root
 from ..nnunet.runner import run_nnunet
 from .channels import ChannelChoice, choose_channels, parse_channel_options
 from .checks import OnboardingError, find_findings, find_problems, found_label_values, value_ranges
@@ -154,9 +155,7 @@ def onboard(images: str, masks: Optional[str], dataset_id: int, name: str, raw: 
     with `strict` refused like problems. Raises OnboardingError (every problem, every file) or ValueError
     (a bad option).
     """
-    raw = raw or os.environ.get("nnUNet_raw")
-    if not raw:
-        raise OptionError("no nnUNet_raw: set the nnUNet_raw environment variable or pass --raw DIR")
+    raw = raw_root(raw, alternative=", or pass --raw DIR")
     os.makedirs(raw, exist_ok=True)
     given = parse_label_mapping(labels)
     modality_options = parse_channel_options(modality, "--modality")
@@ -191,7 +190,7 @@ def onboard(images: str, masks: Optional[str], dataset_id: int, name: str, raw: 
     if natural and file_ending != PNG:
         notes.append("2D images PNG cannot hold losslessly (float, negative or > 8-bit colour): written as "
                      "one-slice NIfTI (.nii.gz)")
-    preprocessed = os.environ.get("nnUNet_preprocessed")
+    preprocessed = preprocessed_root(required=False)  # only for a note
     if replace and preprocessed and os.path.isdir(os.path.join(preprocessed, final_name)):
         notes.append(f"{os.path.join(preprocessed, final_name)} was made from the replaced data: "
                      f"re-run nnUNetv2_plan_and_preprocess")

@@ -38,7 +38,8 @@ class Case:
 def _raw_cases(name: str) -> List[Case]:
     import json
     from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
-    folder = os.path.join(os.environ.get("nnUNet_raw", ""), name)
+    from ..nnunet.folders import raw_root
+    folder = os.path.join(raw_root(), name)
     with open(os.path.join(folder, "dataset.json")) as f:
         dataset_json = json.load(f)
     found = get_filenames_of_train_images_and_targets(folder, dataset_json)
@@ -55,6 +56,7 @@ def dataset_cases(dataset: str, source: str = "auto", plans: str = "nnUNetPlans"
                   configuration: str = "2d") -> Tuple[List[Case], str]:
     """(cases, where they were read) of one nnU-Net dataset; `source` is auto | raw | preprocessed."""
     from ..nnunet import dataset_name, preprocessed_folder
+    from ..nnunet.folders import raw_root
     name = str(dataset_name(dataset))
     folder = os.path.join(preprocessed_folder(name), f"{plans}_{configuration}")
     if source == "preprocessed" or (source == "auto" and os.path.isdir(folder) and os.listdir(folder)):
@@ -62,7 +64,7 @@ def dataset_cases(dataset: str, source: str = "auto", plans: str = "nnUNetPlans"
             raise MissingInputError(f"no preprocessed data in {folder}: run nnUNetv2_plan_and_preprocess -d "
                                     f"{dataset} -c {configuration}, or use --source raw")
         return _preprocessed_cases(folder, name), folder
-    raw = os.path.join(os.environ.get("nnUNet_raw", ""), name)
+    raw = os.path.join(raw_root(), name)
     if not os.path.isfile(os.path.join(raw, "dataset.json")):
         raise MissingInputError(f"dataset {name} has neither preprocessed data ({folder}) nor a raw folder with "
                                 f"dataset.json ({raw}); check nnUNet_raw / nnUNet_preprocessed")

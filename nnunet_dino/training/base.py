@@ -45,9 +45,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
+from .. import environment
 from ..backbones import BackboneSpec, get_backbone_spec, load_backbone_weights, locate_weights
 from ..backbones.adaptation import Adaptation, parameter_groups
-from ..backbones.weights import describe_weights_record
+from ..backbones.weights import RANDOM_BACKBONE_BANNER, describe_weights_record  # noqa: F401 (demo/run.py)
 from ..backbones.weights_check import check_weights_source
 from ..networks.base import DinoSegmentationNetwork, count_parameters
 from ..errors import UserError
@@ -64,16 +65,10 @@ from .slab import (SLAB_RECORD_KEY, SLAB_Z_STEP_KEY, check_runnable, describe_sl
                    prediction_z_step, slab_marker, slab_record, validation_at_slab_steps)
 from .slab_start import load_start, start_checkpoint, start_of, start_parameter_groups, start_warmup_epochs
 
-TEST_PAUSE_ENV_VAR = "nnUNet_dino_test_pause"  # test-only, see pause_for_test
+TEST_PAUSE_ENV_VAR = environment.TEST_PAUSE  # test-only, see pause_for_test
 RANDOM_BACKBONE_WARNING_FILE = "RANDOM_BACKBONE_WARNING.txt"
 DEBUG_RUN = (2, 15, 2)  # `_debug` twins: epochs, iterations per epoch, validation iterations
 
-RANDOM_BACKBONE_BANNER = (
-    "\n" + "!" * 78 + "\n"
-    "!! RANDOM FROZEN BACKBONE: nnUNet_dino_weights=random. The DINO encoder has random weights,\n"
-    "!! so this model shows that the pipeline runs, NOT what the method can do. Results are not\n"
-    "!! comparable to the papers. Point nnUNet_dino_weights at real DINO weights for real work.\n"
-    + "!" * 78)
 
 
 class CorruptCheckpointsError(UserError, RuntimeError):

@@ -24,7 +24,9 @@ from typing import NamedTuple, Optional
 
 import torch
 
-BUDGET_SECONDS_ENV_VAR = "nnUNet_dino_budget_seconds"  # set: wall-clock mode with that many seconds
+from .. import environment
+
+BUDGET_SECONDS_ENV_VAR = environment.BUDGET_SECONDS  # set: wall-clock mode with that many seconds
 PROGRESS_PREFIX = "nnunet-dino budget:"
 PROGRESS_LINE = re.compile(re.escape(PROGRESS_PREFIX) + r" (\d+)/(\d+) (iterations|s), ([\d.]+) s")
 RECENT_EPOCHS = 5  # epoch times the wall-clock refit uses (median): follows a slow start, ignores a hiccup

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransform
 
-SEED_ENV_VAR = "nnUNet_dino_seed"
+from .. import environment
+
+SEED_ENV_VAR = environment.SEED
 
 
 class SeededMixin:

@@ -1,8 +1,10 @@
 """The plugin's nnU-Net trainers. Class names are public API: checkpoints store them and
 `nnUNetv2_predict` resolves them by name.
 
-Trainers are data: each is one row of `TRAINERS` (name, parent, the attributes it changes; its
-`network_kwargs` add to the parent's), turned into a real class of this module by `declare_trainer`,
+Trainers are data: each network family's row (networks/registry.py, declared at the end of its
+`networks/<paper>.py`) names its trainer, recipe, sizes, variants, `_paper` recipe and adapted sizes;
+`family_trainers` turns a row into trainer rows (name, parent, the attributes it changes; its
+`network_kwargs` add to the parent's), and `declare_trainer` makes each a real class of this module,
 so nnU-Net's resolver finds it and it pickles like any class. Every plugin trainer gets a `_debug`
 twin (2 short epochs, seed 0: tests, smoke runs). To declare another combination yourself, subclass
 in three lines:
@@ -11,100 +13,76 @@ in three lines:
         learning_rate = 1e-4
 
 Encoder adaptation is one more declared attribute (backbones/adaptation.py): `_LoRA` and `_FT` rows
-exist for each family at its default and `_S` sizes, e.g. `adaptation = Adaptation("last_k", last_k=4)`
+exist for each family at its declared `adapted_sizes`, e.g. `adaptation = Adaptation("last_k", last_k=4)`
 in a subclass trains the last four blocks.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from ..backbones.adaptation import Adaptation
-from ..networks.dino_unet import DinoUNet
-from ..networks.segdino import SegDINO
-from ..networks.segdino_v2 import SegDINOv2
-from ..networks.udfa import UDFA
+from ..networks.registry import BASE_TRAINER, NetworkFamily, network_families
 from .base import DEBUG_RUN, nnUNetTrainerDino
 from .budget import BudgetMixin
 from .seeding import SeededMixin
 
 #: every `_paper` trainer: no test-time mirroring (none of the official codes mirrors at test time), weight
-#: decay on every trainable parameter (as their optimisers), the official channel rule
-_PAPER_COMMON = dict(test_time_mirroring=False, decay_all_parameters=True, input_recipe="official")
-#: the official codes leave the frozen DINOv3 in train mode: RoPE coordinates rescaled by a factor in [1/2, 2]
-_ROPE_JITTER = {"rope_rescale": 2.0}
+#: decay on every trainable parameter (as their optimisers), the official channel rule; the family's
+#: `paper_recipe` adds to (and may override) these
+PAPER_COMMON = dict(test_time_mirroring=False, decay_all_parameters=True, input_recipe="official")
 
-TRAINERS: Tuple[Tuple[str, str, Dict[str, object]], ...] = (
-    # SegDINO (arXiv 2509.00833): DINOv3 + linear multi-level head; AdamW 1e-4, wd 1e-4, no schedule
-    ("nnUNetTrainerSegDINO", "nnUNetTrainerDino",
-     dict(network_class=SegDINO, backbone="dinov3_vits16", optimizer_name="adamw", learning_rate=1e-4,
-          weight_decay_value=1e-4, lr_schedule="constant")),
-    ("nnUNetTrainerSegDINO_B", "nnUNetTrainerSegDINO", dict(backbone="dinov3_vitb16")),
-    ("nnUNetTrainerSegDINO_L", "nnUNetTrainerSegDINO", dict(backbone="dinov3_vitl16")),
-    # the authors' current head: first level upsampled x4 by a transposed conv before the fusion
-    ("nnUNetTrainerSegDINO_HeadX4", "nnUNetTrainerSegDINO", dict(network_kwargs={"head": "x4"})),
-    # SegDINO v2: token pyramid adaptation + residual depthwise decoder; the authors' AdamW 1e-4 (wd 0.01)
-    ("nnUNetTrainerSegDINOv2", "nnUNetTrainerSegDINO", dict(network_class=SegDINOv2, weight_decay_value=1e-2)),
-    ("nnUNetTrainerSegDINOv2_B", "nnUNetTrainerSegDINOv2", dict(backbone="dinov3_vitb16")),
-    # U-DFA (arXiv 2510.00585): DINOv2 + SPA + LGFA injection. Paper: Adam(W), wd 1e-4, Dice + CE.
-    # AdamW 3e-4 with a 10-epoch linear warm-up then poly decay: the zero-initialised injection gates and
-    # the fresh CNN get small first updates (Adam's early steps are large), then train at a rate that
-    # suits attention adapters; nnU-Net's SGD 1e-2 is tuned for fully trained CNNs, not adapters.
-    # The SPA is a 5-stage nnU-Net encoder: at equal iterations, and at equal time on the demo's test
-    # slabs, it beats the paper's three scales (README, "U-DFA's SPA"), which `_SPA3` selects.
-    ("nnUNetTrainerUDFA", "nnUNetTrainerDino",
-     dict(network_class=UDFA, backbone="dinov2_vitb14", optimizer_name="adamw", learning_rate=3e-4,
-          weight_decay_value=1e-4, lr_schedule="poly", warmup_epochs=10, network_kwargs={"spa": "nnunet"})),
-    ("nnUNetTrainerUDFA_S", "nnUNetTrainerUDFA", dict(backbone="dinov2_vits14")),
-    # L and g recompute the frozen blocks that carry gradients in backward (memory)
-    ("nnUNetTrainerUDFA_L", "nnUNetTrainerUDFA",
-     dict(backbone="dinov2_vitl14", network_kwargs={"checkpoint_backbone": True})),
-    ("nnUNetTrainerUDFA_G", "nnUNetTrainerUDFA",
-     dict(backbone="dinov2_vitg14", network_kwargs={"checkpoint_backbone": True})),
-    # the paper's SPA: three scales (/4, /8, /16), learned upsampling to full resolution
-    ("nnUNetTrainerUDFA_SPA3", "nnUNetTrainerUDFA", dict(network_kwargs={"spa": "paper"})),
-    ("nnUNetTrainerUDFA_S_SPA3", "nnUNetTrainerUDFA_S", dict(network_kwargs={"spa": "paper"})),
-    # the paper's ablation of the number of fusion modules
-    ("nnUNetTrainerUDFA_LGFA2", "nnUNetTrainerUDFA", dict(network_kwargs={"num_fusion_modules": 2})),
-    ("nnUNetTrainerUDFA_LGFA6", "nnUNetTrainerUDFA", dict(network_kwargs={"num_fusion_modules": 6})),
-    # Dino U-Net (arXiv 2508.20909): DINOv3 + deformable-attention adapter + FAPM + nnU-Net decoder, as the
-    # official code runs: SGD (Nesterov, momentum 0.99), weight decay 3e-5, lr 1e-3, poly. Its 512 x 512 /
-    # 4-stage planning: `nnunet-dino plan -d ID --preset dinounet512`, then `-p nnUNetPlansDinoUNet512`.
-    ("nnUNetTrainerDinoUNet", "nnUNetTrainerDino",
-     dict(network_class=DinoUNet, backbone="dinov3_vits16", optimizer_name="sgd", learning_rate=1e-3,
-          weight_decay_value=3e-5, lr_schedule="poly")),
-    ("nnUNetTrainerDinoUNet_B", "nnUNetTrainerDinoUNet", dict(backbone="dinov3_vitb16")),
-    ("nnUNetTrainerDinoUNet_L", "nnUNetTrainerDinoUNet", dict(backbone="dinov3_vitl16")),
-    # the 227 M-parameter adapter recomputes its activations in backward, as the official code does
-    ("nnUNetTrainerDinoUNet_7B", "nnUNetTrainerDinoUNet",
-     dict(backbone="dinov3_vit7b16", network_kwargs={"gradient_checkpointing": True})),
-    # --- the authors' recipes, as far as nnU-Net allows (README, "Deviations from the papers") ------
-    ("nnUNetTrainerSegDINO_paper", "nnUNetTrainerSegDINO", dict(**_PAPER_COMMON, num_epochs_value=50,
-     batch_size_value=4, input_recipe_options={"rgb_affine": True}, backbone_train_augmentation=_ROPE_JITTER)),
-    ("nnUNetTrainerSegDINOv2_paper", "nnUNetTrainerSegDINOv2", dict(**_PAPER_COMMON, num_epochs_value=50,
-     batch_size_value=4, input_recipe_options={"rgb_affine": True}, backbone_train_augmentation=_ROPE_JITTER)),
-    ("nnUNetTrainerDinoUNet_paper", "nnUNetTrainerDinoUNet", dict(**_PAPER_COMMON, num_epochs_value=200,
-     backbone_train_augmentation=_ROPE_JITTER)),
-    ("nnUNetTrainerDinoUNet_7B_paper", "nnUNetTrainerDinoUNet_paper",
-     dict(backbone="dinov3_vit7b16", network_kwargs={"gradient_checkpointing": True},
-          backbone_train_augmentation={**_ROPE_JITTER, "drop_path": 0.4})),
-    # U-DFA's paper: Adam, weight decay 1e-4, batch 12, 224 x 224; its channel rule and lr are not published
-    ("nnUNetTrainerUDFA_paper", "nnUNetTrainerUDFA", dict({**_PAPER_COMMON, "input_recipe": "auto"},
-     optimizer_name="adam", batch_size_value=12, patch_size_value=(224, 224), network_kwargs={"spa": "paper"})),
-)
-
-# Encoder adaptation, for each family at its default and `_S` sizes. LoRA: rank 16 on the attention
-# linears, at the adapters' rate. FT: the whole encoder at a third of the adapters' rate (MedDINOv3
-# trains its ViT at 1e-4 beside a decoder at 3e-4), layer decay 0.9, frozen for its first 10 epochs
-# while the fresh adapters warm up (nnU-Net's "new parts first, then everything").
+# Encoder adaptation, for each family at its `adapted_sizes`. LoRA: rank 16 on the attention linears, at the
+# adapters' rate. FT: the whole encoder at a third of the adapters' rate (MedDINOv3 trains its ViT at 1e-4
+# beside a decoder at 3e-4), layer decay 0.9, frozen for its first 10 epochs while the fresh adapters warm up
+# (nnU-Net's "new parts first, then everything").
 LORA = Adaptation("lora", rank=16, alpha=16.0)
 FINE_TUNE = Adaptation("full", layer_decay=0.9, backbone_lr_ratio=1 / 3, warmup_epochs=10)
-ADAPTED_TRAINERS = ("nnUNetTrainerSegDINO", "nnUNetTrainerUDFA", "nnUNetTrainerUDFA_S", "nnUNetTrainerDinoUNet")
-TRAINERS += tuple((f"{base}_{suffix}", base, dict(adaptation=adaptation))
-                  for base in ADAPTED_TRAINERS for suffix, adaptation in (("LoRA", LORA), ("FT", FINE_TUNE)))
+ADAPTED = (("LoRA", LORA), ("FT", FINE_TUNE))
+
+TrainerRow = Tuple[str, str, Dict[str, object]]
+
+
+def family_trainers(family: NetworkFamily) -> List[TrainerRow]:
+    """The trainer rows of one family: its trainer at the default size, the other sizes, the variants, the
+    `_paper` trainer and the `_LoRA` / `_FT` twins of its adapted sizes."""
+    name = family.trainer
+    rows: List[TrainerRow] = [(name, family.parent_trainer,
+                               dict(network_class=family.network_class, backbone=family.default_backbone,
+                                    **family.recipe))]
+    for size in family.sizes:
+        if size.suffix:
+            extra = {"network_kwargs": dict(size.network_kwargs)} if size.network_kwargs else {}
+            rows.append((name + size.suffix, name, dict(backbone=size.backbone, **extra)))
+    if family.paper_recipe is not None:
+        rows.append((name + "_paper", name, {**PAPER_COMMON, **family.paper_recipe}))
+    rows += [(name + v.suffix, name + v.parent, dict(v.attributes)) for v in family.variants]
+    rows += [(f"{name}{suffix}_{label}", name + suffix, dict(adaptation=adaptation))
+             for suffix in family.adapted_sizes for label, adaptation in ADAPTED]
+    return rows
+
+
+def _in_declaration_order(rows: List[TrainerRow]) -> Tuple[TrainerRow, ...]:
+    """Parents before children (a family may derive from another family's trainer)."""
+    declared, ordered, pending = {BASE_TRAINER}, [], list(rows)
+    while pending:
+        ready = [row for row in pending if row[1] in declared]
+        if not ready:
+            raise ValueError(f"trainer rows with unknown parents: {[(n, p) for n, p, _ in pending]}")
+        for row in ready:
+            ordered.append(row)
+            declared.add(row[0])
+            pending.remove(row)
+    return tuple(ordered)
+
+
+TRAINERS: Tuple[TrainerRow, ...] = _in_declaration_order(
+    [row for family in network_families() for row in family_trainers(family)])
+ADAPTED_TRAINERS = tuple(f"{family.trainer}{suffix}" for family in network_families()
+                         for suffix in family.adapted_sizes)
 
 
 def debug_attributes(cls: type) -> Dict[str, object]:
@@ -125,7 +103,7 @@ def declare_trainer(name: str, bases, **attributes) -> type:
 
 
 def _declare_table() -> Tuple[type, ...]:
-    declared = {"nnUNetTrainerDino": nnUNetTrainerDino}
+    declared = {BASE_TRAINER: nnUNetTrainerDino}
     for name, parent, attributes in TRAINERS:
         if "network_kwargs" in attributes:  # a row's network arguments add to its parent's
             attributes = {**attributes, "network_kwargs": {**declared[parent].network_kwargs,
