@@ -1,8 +1,6 @@
 """`nnunet-dino bench`: nnUNetTrainer vs each DINO family at one patch and batch."""
 from ..errors import OptionError
 
-FAMILY_CHOICES = ["segdino", "udfa", "dinounet", "udfa_spa3"]
-
 
 EXAMPLE = "example: nnunet-dino bench --patch 224 224 --batch 2 --threads 2"
 
@@ -16,8 +14,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions; medians are reported (default 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed warm-up repetitions (default 2)")
     p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
-    p.add_argument("--families", nargs="+", default=FAMILY_CHOICES[:3], choices=FAMILY_CHOICES,
-                   help="plugin families (nnUNetTrainer always runs); udfa_spa3: U-DFA-S with the 3-scale SPA")
+    p.add_argument("--families", nargs="+", default=None, metavar="FAMILY",
+                   help="plugin families, from the network registry (default: one row per family; nnUNetTrainer "
+                        "always runs); udfa_spa3: U-DFA-S with the 3-scale SPA")
     p.add_argument("--channels", type=int, default=1, help="input channels (default 1)")
     p.add_argument("--classes", type=int, default=4, help="output classes incl. background (default 4)")
     p.add_argument("--case", type=int, nargs=2, default=None, metavar=("H", "W"),
@@ -45,6 +44,11 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     import torch
     from ..bench import BenchSettings, format_report, run_benchmark, write_json
+    from ..bench.settings import DEFAULT_FAMILIES, FAMILIES
+    families = tuple(args.families or DEFAULT_FAMILIES)
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise OptionError(f"--families: unknown {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise OptionError("--device cuda, but torch sees no CUDA device")
@@ -53,7 +57,7 @@ def run(args) -> int:
             raise OptionError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)  # the memory children inherit the count
     settings = BenchSettings(patch=tuple(args.patch), batch=args.batch, repeats=args.repeats, warmup=args.warmup,
-                             device=device, families=tuple(args.families), input_channels=args.channels,
+                             device=device, families=families, input_channels=args.channels,
                              num_classes=args.classes, case=tuple(args.case) if args.case else None,
                              predict_repeats=args.predict_repeats, vit_b=not args.no_vit_b,
                              cpu_precision=args.cpu_precision)
