@@ -260,3 +260,25 @@ def test_the_command_writes_nnunets_prediction_folder_in_a_fresh_process(dataset
     again = subprocess.run(command + ["--continue_prediction"], env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "0 case(s) written" in again.stdout, again.stderr[-3000:]
     shutil.rmtree(out)
+
+
+def test_ctrl_c_while_predicting_leaves_no_case_and_no_staging_folder(datasets, tmp_path, monkeypatch, capsys):
+    """In-process: Ctrl-C after the first case is half-written is one line, exit 130, and the output folder
+    holds nothing of the run (its cases are written in a hidden staging folder, moved into place at the end)."""
+    from nnunet_dino.cli import main
+    preprocessed, images = datasets["2d"]
+    model = write_model_folder(str(tmp_path), preprocessed, "nnUNetTrainerTinySegDINO_debug", "2d", folds=(0,))
+
+    def cut_short(self, cases, staged, *args, **kwargs):
+        with open(staged[0] + self.dataset_json["file_ending"], "wb") as f:
+            f.write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DinoPredictor, "predict_from_files_sequential", cut_short)
+    out = tmp_path / "predictions"
+    argv = ["predict", "-m", model, "-i", images, "-o", str(out), "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0",
+            "--disable_progress_bar"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and len(err.strip().splitlines()) == 1, err
+    assert os.listdir(out) == [], os.listdir(out)
