@@ -68,7 +68,8 @@ class FoldPlan:
 
     def describe(self) -> str:
         verb = {DONE: "done, skipped", VALIDATE: "validate only (--val)", RESUME: "resume (--c)",
-                TRAIN: "train from scratch"}[self.action]
+                TRAIN: "train from scratch" if self.model.start is None else
+                f"train from {self.model.start.label} fold {self.fold}"}[self.action]
         return f"{self.name}: {verb}: {self.reason}"
 
 
