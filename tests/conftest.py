@@ -19,10 +19,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 #: modules whose tests (fixtures included) take minutes, heaviest first: under pytest-xdist they start
 #: first, so the two workers finish together instead of one waiting on a late heavy module.
-HEAVIEST_FIRST = ("test_slab_downstream.py", "test_crossval_report.py", "test_e2e.py", "test_reliability.py",
-                  "test_adaptation.py", "test_comparison_e2e.py", "test_bench.py", "test_pretrain_effect.py",
-                  "test_realdata.py", "test_pretrain_e2e.py", "test_slab_e2e.py", "test_slim_checkpoints.py",
-                  "test_recipe_e2e.py", "test_registration.py", "test_ddp.py", "test_slab.py")
+HEAVIEST_FIRST = ("test_slab_downstream.py", "test_reliability.py", "test_crossval_report.py", "test_e2e.py",
+                  "test_cuda_readiness.py", "test_adaptation.py", "test_comparison_e2e.py", "test_bench.py",
+                  "test_predict_ensemble.py", "test_pretrain_effect.py", "test_slab_e2e.py", "test_realdata.py",
+                  "test_registration.py", "test_slim_checkpoints.py", "test_recipe_e2e.py", "test_pretrain_e2e.py",
+                  "test_ddp.py", "test_slab.py", "test_segdino_v2.py", "test_interrupts.py")
 
 
 def pytest_configure(config):

@@ -93,7 +93,7 @@ def test_last_k_trains_the_last_blocks_without_a_graph_before_them():
 def _host(net, adaptation, lr=1e-2):
     return SimpleNamespace(network=net, initial_lr=lr, weight_decay=1e-4, optimizer_name="adamw",
                            num_epochs=10, lr_schedule="poly", warmup_epochs=0, adaptation=adaptation,
-                           decay_all_parameters=False)
+                           decay_all_parameters=False, configuration_manager=SimpleNamespace(configuration={}))
 
 
 def test_full_fine_tuning_groups_carry_the_decayed_rates():

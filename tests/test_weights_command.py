@@ -20,7 +20,9 @@ RAD_MEAN, RAD_STD = [0.5307] * 3, [0.2583] * 3
 
 @pytest.fixture
 def tiny_rows(monkeypatch):
-    """Tiny rows registered for one test (the command names backbones by their registry name)."""
+    """Tiny rows registered for one test (the command names backbones by their registry name), and no other
+    test's tiny rows: those fit the same tensors and would answer 'the first row that fits' before these."""
+    monkeypatch.setattr(registry, "_REGISTRY", {n: s for n, s in registry._REGISTRY.items() if not n.startswith("tiny")})
     specs = {base: tiny_spec(base) for base in ("dinov3_vits16", "dinov2_vits14", "rad_dino_vitb14")}
     for spec in specs.values():
         monkeypatch.setitem(registry._REGISTRY, spec.name, spec)
