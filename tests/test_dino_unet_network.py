@@ -218,3 +218,17 @@ def test_parameter_count_on_a_real_allocation():
     net = DinoUNet(1, 2, "dinov3_vits16")
     assert _trainable(net) == EXPECTED["dinov3_vits16"][4]
     assert _trainable(DinoUNet(4, 2, TINY)) - _trainable(DinoUNet(1, 2, TINY)) == 15  # 4 -> 3 channel 1x1 mix
+
+
+def test_level_constants_first_made_under_inference_mode_serve_a_later_training_forward():
+    """nnU-Net predicts under torch.inference_mode; the cached level constants it causes must still be
+    saveable for backward when the same shapes train afterwards in the same process."""
+    from nnunet_dino.networks.deformable_attention import level_constants
+    shapes, cpu = ((3, 7), (2, 5)), torch.device("cpu")  # shapes no other test asks for
+    with torch.inference_mode():
+        level_constants(shapes, cpu, torch.float32)
+    size, start, canvas = level_constants(shapes, cpu, torch.float32)
+    assert not any(t.is_inference() for t in (size, start, canvas))
+    x = torch.ones(2, requires_grad=True)
+    (x * canvas).sum().backward()
+    assert torch.equal(x.grad, canvas)

@@ -45,7 +45,15 @@ def _build_level_constants(value_shapes: Tuple[Shape2d, ...], device: torch.devi
     return size, start, torch.tensor([width, height], device=device, dtype=dtype)
 
 
-_cached_level_constants = functools.lru_cache(maxsize=64)(_build_level_constants)
+def _build_normal_level_constants(value_shapes: Tuple[Shape2d, ...], device: torch.device,
+                                  dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The constants as normal tensors even when first asked for under torch.inference_mode (nnU-Net's
+    predictor): a cached inference tensor cannot be saved for backward by a later training forward."""
+    with torch.inference_mode(False):
+        return _build_level_constants(value_shapes, device, dtype)
+
+
+_cached_level_constants = functools.lru_cache(maxsize=64)(_build_normal_level_constants)
 
 
 def level_constants(value_shapes: Sequence[Shape2d], device: torch.device,
