@@ -24,11 +24,10 @@ import time
 from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
 
 from ..backbones import WEIGHTS_ENV_VAR, is_random_setting
-from ..backbones.weights import RANDOM_SETTING
+from ..backbones.weights import RANDOM_BACKBONE_BANNER, RANDOM_SETTING
 from ..errors import MissingInputError, OptionError
 from ..nnunet import model_folder, nnunet_environment, plan_and_preprocess, predict, train
 from ..nnunet.models import model_facts
-from ..training.base import RANDOM_BACKBONE_BANNER
 from ..training.budget import BUDGET_SECONDS_ENV_VAR
 from .console import DemoStepFailed, StepPrinter
 

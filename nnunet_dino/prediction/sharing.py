@@ -43,11 +43,6 @@ def _adaptation_of(state: Mapping[str, object]) -> Adaptation:
     return Adaptation.from_record(record.get("adaptation") if isinstance(record, Mapping) else None)
 
 
-def _shares_encoder(adaptation: Adaptation) -> bool:
-    """The adaptation mode's own answer where it gives one; else only a frozen encoder is every fold's."""
-    return getattr(adaptation, "shares_encoder_across_folds", not adaptation.trains)
-
-
 def _differing(states: Sequence[Mapping[str, object]], keep: Callable[[str], bool]) -> List[str]:
     """Tensor keys selected by `keep` whose values are not the same in every state dict."""
     first = states[0]
@@ -58,13 +53,13 @@ def _differing(states: Sequence[Mapping[str, object]], keep: Callable[[str], boo
 def encoder_sharing(network: nn.Module, fold_states: Optional[Sequence[Mapping[str, object]]]) -> Sharing:
     """Whether one encoder forward can serve every fold: the encoder is frozen (no LoRA, last-k or full
     adaptation), every fold records the same encoder weights, and every fold maps the image to the encoder
-    identically. The one place this is decided (an adaptation-mode object can answer the first part)."""
+    identically. The one place this is decided (the adaptation mode answers the first part)."""
     if not isinstance(network, DinoSegmentationNetwork):
         return Sharing(False, f"{type(network).__name__} has no frozen DINO encoder")
     if not fold_states or len(fold_states) < 2:
         return Sharing(False, "a single fold: nothing to share")
     adaptations = {_adaptation_of(s) for s in fold_states} | {network.backbone.adaptation}
-    own = [a for a in adaptations if not _shares_encoder(a)]
+    own = [a for a in adaptations if not a.shares_encoder_across_folds]  # the mode object's answer
     if own:
         return Sharing(False, f"the encoder is adapted ({own[0].label}): each fold has its own")
     records = [s.get(BACKBONE_RECORD_KEY) for s in fold_states]

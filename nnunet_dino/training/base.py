@@ -48,7 +48,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from .. import environment
 from ..backbones import BackboneSpec, get_backbone_spec, load_backbone_weights, locate_weights
 from ..backbones.adaptation import Adaptation, parameter_groups
-from ..backbones.weights import RANDOM_BACKBONE_BANNER, describe_weights_record  # noqa: F401 (demo/run.py)
+from ..backbones.weights import RANDOM_BACKBONE_BANNER, describe_weights_record
 from ..backbones.weights_check import check_weights_source
 from ..networks.base import DinoSegmentationNetwork, count_parameters
 from ..errors import UserError
