@@ -1,5 +1,5 @@
 """The package's structural rules, read from the source: no import circle in backbones/ (no
-function-local imports holding one together), no upward arrow from backbones/ and networks/, no branch on
+function-local imports holding one together), no upward arrow from backbones/, networks/ and nnunet/, no branch on
 an adaptation mode's name outside the mode objects, one reader of nnU-Net's folder variables and one
 spelling of the plugin's own."""
 import ast
@@ -57,9 +57,13 @@ def test_backbones_import_each_other_at_the_top_only_and_without_a_circle():
         visit(node)
 
 
-@pytest.mark.parametrize("folder", ["backbones", "networks"])
-def test_no_upward_arrow(folder):
-    upward = ("training", "bench", "nnunet", "commands", "crossval", "prediction", "demo", "cli")
+_ABOVE_NNUNET = ("training", "bench", "commands", "crossval", "prediction", "demo", "cli")
+
+
+@pytest.mark.parametrize("folder, upward", [("backbones", _ABOVE_NNUNET + ("nnunet",)),
+                                            ("networks", _ABOVE_NNUNET + ("nnunet",)),
+                                            ("nnunet", _ABOVE_NNUNET)])
+def test_no_upward_arrow(folder, upward):
     found = [(path, "." * n.level + (n.module or "")) for path, tree in _modules(folder)
              for n in _relative_imports(tree, False) if (n.module or "").split(".")[0] in upward]
     assert found == [], found

@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import OptionError
+from ..files import write_atomically
 from ..nnunet import preprocessed_folder
 
 SPLITS_FILE = "splits_final.json"
@@ -71,8 +72,6 @@ def _read(path: str, default):
 
 
 def _write(path: str, content) -> None:
-    from ..training.records import write_atomically
-
     def dump(temporary: str) -> None:
         with open(temporary, "w") as f:
             json.dump(content, f, indent=2)

@@ -14,6 +14,7 @@ import json
 import os
 
 from ..errors import MissingInputError
+from ..files import write_atomically
 
 
 def _require_model_folder(model_folder: str) -> None:
@@ -64,7 +65,6 @@ def bundle_model_folder(model_folder: str) -> list:
     the files rewritten (already self-contained ones are left alone)."""
     import torch
     from ..networks.base import BACKBONE_RECORD_KEY
-    from ..training.records import write_atomically
     _require_model_folder(model_folder)
     files = sorted(glob.glob(os.path.join(model_folder, "fold_*", "checkpoint_*.pth")))
     if not files:

@@ -24,7 +24,7 @@ from ..backbones import BackboneSpec, FrozenDinoBackbone, load_backbone_weights,
 from ..backbones.weights import torch_load
 from ..backbones.weights_check import check_weights_source
 from ..errors import ExistingOutputError, OptionError
-from ..training.records import write_atomically
+from ..files import write_atomically
 from .augment import multi_crop, random_masks
 from .data import Case, SlicePool
 from .losses import Centre, dino_loss, gram_loss, ibot_loss, koleo_loss, sinkhorn_knopp, teacher_probabilities

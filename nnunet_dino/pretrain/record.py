@@ -23,7 +23,8 @@ import torch
 from ..backbones import WEIGHTS_ENV_VAR, FrozenDinoBackbone, WeightsSource, load_backbone_weights
 from ..backbones.frozen import state_fingerprint
 from ..backbones.weight_files import _sidecar_path, _write_sidecar, sha256_file
-from ..training.records import fold_weights_record, write_atomically
+from ..files import write_atomically
+from ..training.records import fold_weights_record
 
 RECORD_KIND = "nnunet-dino pretraining record"
 LOSS_NAMES = ("loss", "dino", "ibot", "koleo", "gram")

@@ -52,12 +52,13 @@ from ..backbones.weights import RANDOM_BACKBONE_BANNER, describe_weights_record
 from ..backbones.weights_check import check_weights_source
 from ..networks.base import DinoSegmentationNetwork, count_parameters
 from ..errors import UserError
+from ..files import write_atomically
 from ..networks.input_recipes import apply_input_recipe
 from ..networks.slab import make_slab
 from ..plans import PLANS_RECORD_KEY, rounded_patch_size, update_configuration
 from .input_recipe import INPUT_RECIPE_KEY, describe_recipe, input_recipe_record, input_record
 from .network_record import NETWORK_RECORD_KEY, network_kwargs_for, network_record
-from .records import CHECKPOINT_ORDER, other_folds_weights, write_atomically, write_fold_weights_record
+from .records import CHECKPOINT_ORDER, other_folds_weights, write_fold_weights_record
 from .progress import sliding_window_progress
 from .schedules import EpochLRSchedule
 from .seeding import SeededMixin
