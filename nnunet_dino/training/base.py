@@ -56,7 +56,8 @@ from ..files import write_atomically
 from ..networks.input_recipes import apply_input_recipe
 from ..networks.slab import make_slab
 from ..plans import PLANS_RECORD_KEY, rounded_patch_size, update_configuration
-from .input_recipe import INPUT_RECIPE_KEY, describe_recipe, input_recipe_record, input_record
+from .input_recipe import (INPUT_RECIPE_KEY, describe_recipe, input_recipe_record, input_record,
+                           unrecorded_rgb_affine)
 from .network_record import NETWORK_RECORD_KEY, network_kwargs_for, network_record
 from .records import CHECKPOINT_ORDER, other_folds_weights, write_fold_weights_record
 from .progress import sliding_window_progress
@@ -212,10 +213,8 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
         Loads no weights: training loads them in `initialize`, prediction from each fold's checkpoint
         (whose record, not the plans shared by all folds, says what the fold was trained with)."""
         check_runnable(cls.__name__, "this", configuration_manager)
-        # plans without a recorded input recipe: nnU-Net's rgb_to_0_1 [0, 1] RGB gets the ImageNet affine
         recipe = input_record(configuration_manager)
-        imagenet = not recipe and num_input_channels == 3 and all(
-            n == "RGBTo01Normalization" for n in configuration_manager.normalization_schemes)
+        imagenet = unrecorded_rgb_affine(configuration_manager, num_input_channels)
         network = cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,
                                     backbone=cls.backbone, imagenet_normalize=imagenet,
                                     **network_kwargs_for(cls, configuration_manager.configuration))

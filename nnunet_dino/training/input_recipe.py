@@ -36,6 +36,13 @@ def _all_rgb(schemes: Sequence[str]) -> bool:
     return len(schemes) == 3 and all(s == RGB_SCHEME for s in schemes)
 
 
+def unrecorded_rgb_affine(configuration_manager: ConfigurationManager, input_channels: int) -> bool:
+    """Plans trained before recipes were recorded: three rgb_to_0_1 channels -- the data 'auto' resolves
+    to 'rgb' -- got the ImageNet mean/std in the network's own adapter, so a rebuilt network does too."""
+    return (not input_record(configuration_manager) and input_channels == 3
+            and _all_rgb(configuration_manager.normalization_schemes))
+
+
 def _resolve(recipe: str, schemes: Sequence[str], space: str) -> str:
     if recipe not in RECIPES:
         raise InputRecipeError(f"unknown input_recipe {recipe!r}; known: {', '.join(RECIPES)}")
