@@ -11,9 +11,9 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_dino.backbones import WeightsSource
 from nnunet_dino.backbones.normalization import IMAGENET, MEDDINOV3_CT, SAT493M
-from nnunet_dino.networks.input_recipes import (CTWindowsInput, InputRecipeError, RGBInput, WINDOW_PRESETS,
+from nnunet_dino.networks.input_adapters import (CTWindowsInput, InputRecipeError, RGBInput, WINDOW_PRESETS,
                                                 hu_from_ct_normalization, input_module, parse_windows)
-from nnunet_dino.training.input_recipe import INPUT_RECIPE_KEY, input_recipe_record, input_record
+from nnunet_dino.training.input_recipe_record import INPUT_RECIPE_KEY, input_recipe_record, input_record
 
 RANDOM = WeightsSource("random")
 

@@ -11,7 +11,7 @@ from nnunet_dino.backbones.frozen import ResidualSubsetDrop
 from nnunet_dino.backbones.normalization import IMAGENET
 from nnunet_dino.backbones.weights import WeightsSource, load_backbone_weights
 from nnunet_dino.networks.base import fixed_channel_map
-from nnunet_dino.networks.input_recipes import input_module
+from nnunet_dino.networks.input_adapters import input_module
 from nnunet_dino.networks.segdino import SegDINO
 from nnunet_dino.training import trainers
 from nnunet_helpers import make_trainer

@@ -12,8 +12,9 @@ paper's optimiser. This base owns every integration rule, hook by hook:
   folds, if any).
 - `build_network_architecture` (classmethod, also called by the predictor with no trainer
   instance): builds the network from class attributes plus the records kept in the plans; the
-  input recipe (`input_recipe.py`: resolved, checked and recorded by `__init__` before nnU-Net writes)
-  puts its module in front of the encoder; a slab configuration makes it a slab network.
+  input recipe (`input_recipe_record.py`: resolved, checked and recorded by `__init__` before nnU-Net
+  writes) puts its module (`networks/input_adapters.py`) in front of the encoder; a slab
+  configuration makes it a slab network.
 - `initialize`: loads the backbone weights after nnU-Net built (and maybe compiled) the network,
   and records backbone, weights and the position-embedding resize rule in the plans; a slab stage
   chained on the 2d model (`2.5d+2d`) then loads the trainer's trained 2d fold (`slab_start.py`).
@@ -53,11 +54,11 @@ from ..backbones.weights_check import check_weights_source
 from ..networks.base import DinoSegmentationNetwork, count_parameters
 from ..errors import UserError
 from ..files import write_atomically
-from ..networks.input_recipes import apply_input_recipe
+from ..networks.input_adapters import apply_input_recipe
 from ..networks.slab import make_slab
 from ..plans import PLANS_RECORD_KEY, rounded_patch_size, update_configuration
-from .input_recipe import (INPUT_RECIPE_KEY, describe_recipe, input_recipe_record, input_record,
-                           unrecorded_rgb_affine)
+from .input_recipe_record import (INPUT_RECIPE_KEY, describe_recipe, input_recipe_record, input_record,
+                                  unrecorded_rgb_affine)
 from .network_record import NETWORK_RECORD_KEY, network_kwargs_for, network_record
 from .records import CHECKPOINT_ORDER, other_folds_weights, write_fold_weights_record
 from .progress import sliding_window_progress
@@ -121,7 +122,7 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
     warmup_epochs: int = 0
     debug_run: bool = False                 # `_debug` twins: 2 short epochs, for tests (and seed 0)
     seed: Optional[int] = None              # fixed seed (SeededMixin); env nnUNet_dino_seed overrides
-    input_recipe: str = "auto"              # 'auto' | 'zscore' | 'rgb' | 'ct_windows' | 'meddinov3' (input_recipe.py)
+    input_recipe: str = "auto"              # 'auto' | 'zscore' | 'rgb' | 'ct_windows' | 'meddinov3' (input_recipe_record.py)
     input_recipe_options: Dict[str, object] = {}  # ct_windows: {'windows': [preset or (width, level)] * 3}
     slab_neighbours: str = "rgb"            # 2.5d slabs: 'rgb' (slices s-1, s, s+1 as channels) | 'repeat' (slab.py)
     slab_fusion: str = "conv"               # 2.5d slabs: 'conv' (zero-initialised cross-slice convs) | 'none'

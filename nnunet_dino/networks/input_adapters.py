@@ -1,4 +1,5 @@
-"""Input recipes: how nnU-Net's normalised channels become the three channels the DINO weights saw.
+"""Input adapters: the modules that carry out an input recipe -- how nnU-Net's normalised channels
+become the three channels the DINO weights saw.
 
 - `zscore`: nnU-Net's z-scored channel(s), repeated to three (the network's own `InputToRGB`).
 - `rgb`: nnU-Net's `rgb_to_0_1` RGB, then the weights' mean/std.
@@ -15,7 +16,7 @@
   'first3'); no learnable mix. RGB in [0, 1] stays in [0, 1] unless the record says `weights_affine`
   (SegDINO's code applies the weights' mean/std, Dino U-Net's does not).
 
-A recipe is a record in the plans (see `training.input_recipe`); `input_module` turns it into the
+A recipe is a record in the plans (resolved, checked and written by `training.input_recipe_record`); `input_module` turns it into the
 module applied before the encoder, so `nnUNetv2_predict` in a fresh process applies the same one.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The trainer side of input recipes (`networks.input_recipes`): resolve a trainer's declared recipe
-against the plans and the weights, refuse what cannot work before anything is written, and keep
-the result in the plans configuration so prediction rebuilds the same input module.
+"""The trainer side of input recipes (`networks.input_adapters` builds their modules): resolve a
+trainer's declared recipe against the plans and the weights, refuse what cannot work before anything
+is written, and keep the result in the plans configuration so prediction rebuilds the same input module.
 
 CT recipes take a channel normalised by nnU-Net's CTNormalization (HU recovered from the plans'
 intensity properties, exact inside its foreground percentile clip range, which can be narrow: an
@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from ..backbones.normalization import HU_SPACE, source_normalization
-from ..networks.input_recipes import (CT_RECIPES, DEFAULT_WINDOWS, MEDDINOV3_WINDOWS, RECIPES, InputRecipeError,
+from ..networks.input_adapters import (CT_RECIPES, DEFAULT_WINDOWS, MEDDINOV3_WINDOWS, RECIPES, InputRecipeError,
                                       parse_windows)
 
 #: key of the recipe record in a plans configuration
