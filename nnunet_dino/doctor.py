@@ -38,10 +38,11 @@ def resolve_trainers() -> List[Tuple[str, str]]:
 def _fit_status(spec, source, read: Dict[object, object]) -> Tuple[str, bool]:
     """(status, whether the source serves `spec`); `read` caches each source's (state, config) or error."""
     from .backbones import WeightsError
-    from .backbones.weights_check import check_fits, source_state
+    from .backbones.weights import read_source
+    from .backbones.weights_check import check_fits
     if source not in read:
         try:
-            read[source] = source_state(source)
+            read[source] = read_source(source, dry=True)
         except WeightsError as error:
             read[source] = error
     try:

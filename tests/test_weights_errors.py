@@ -357,16 +357,17 @@ def test_garbage_file_is_not_a_checkpoint(tmp_path):
 
 
 def test_cheap_check_reads_names_and_shapes_only(meta_pth, tmp_path, monkeypatch):
-    from nnunet_dino.backbones.weights_check import check_weights_source, file_state
+    from nnunet_dino.backbones.weights import read_file
+    from nnunet_dino.backbones.weights_check import check_weights_source
     spec = tiny_spec("dinov2_vits14")
-    state = file_state(str(meta_pth))
+    state = read_file(str(meta_pth), dry=True)
     assert state and all(t.device.type == "cpu" for t in state.values())  # memory-mapped, not copied
     check_weights_source(locate_weights(spec, str(meta_pth)), spec)  # fits: no error
     with pytest.raises(WeightsError, match="do not fit backbone"):
         check_weights_source(locate_weights(spec, str(meta_pth)), tiny_spec("dinov2_vits14", embed_dim=96))
     safetensors = tmp_path / "vit_small_patch14_dinov2.lvd142m.safetensors"
     save_file(FrozenDinoBackbone(spec).vit.state_dict(), str(safetensors))
-    assert all(t.is_meta for t in file_state(str(safetensors)).values())  # the header alone
+    assert all(t.is_meta for t in read_file(str(safetensors), dry=True).values())  # the header alone
     check_weights_source(locate_weights(spec, str(safetensors)), spec)
     data = safetensors.read_bytes()
     safetensors.write_bytes(data[:-100])  # the header is intact, the data is not

@@ -13,11 +13,12 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from ..errors import ExistingOutputError, MissingInputError, OptionError, UserError
-from .frozen import FrozenDinoBackbone, build_timm_vit
+from .frozen import FrozenDinoBackbone
 from .normalization import METADATA_KEY, PREPROCESSOR_CONFIG, RGB_SPACE, source_normalization
 from .registry import BackboneSpec, get_backbone_spec, list_backbones
-from .weights import (WEIGHTS_ENV_VAR, WeightsError, WeightsSource, _detect, check_state_dict, convert_to_timm,
-                      load_backbone_weights, locate_weights, read_source)
+from .weights import (WEIGHTS_ENV_VAR, WeightsError, WeightsSource, _detect, load_backbone_weights, locate_weights,
+                      read_source)
+from .weights_check import check_fits
 
 CONVERT_TARGETS = ("safetensors", "meta", "hf")
 _CHUNK = 1 << 22
@@ -86,11 +87,8 @@ def _source_for(path: str) -> WeightsSource:
 
 
 def _fits(state: dict, spec: BackboneSpec) -> bool:
-    with torch.device("meta"):
-        vit = build_timm_vit(spec)
     try:
-        converted, _ = convert_to_timm(state, spec, vit)
-        check_state_dict(converted, vit, spec, "")
+        check_fits(state, spec, "")
         return True
     except (WeightsError, ValueError, KeyError, RuntimeError):
         return False

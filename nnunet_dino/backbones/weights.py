@@ -17,7 +17,8 @@ import glob
 import json
 import os
 import pickle
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -27,7 +28,7 @@ from .errors import WeightsError
 from .frozen import build_timm_vit
 from .layouts import NotedState, complete_variant
 from .layouts import unwrap_checkpoint
-from .normalization import source_normalization
+from .normalization import Normalization, source_normalization
 from .registry import BackboneSpec, check_dataset, families
 
 WEIGHTS_ENV_VAR = environment.WEIGHTS
@@ -72,10 +73,28 @@ def describe_weights_record(record: dict) -> str:
 class WeightsSource:
     kind: str        # 'random' | 'file' | 'folder' | 'hub'
     path: str = ""   # file or folder path, or the hub repo id
+    # what was resolved for a backbone (data-set check, normalisation), so the steps of one load
+    # (locating, the trainer's input recipe, loading) resolve it once between them
+    _resolved: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def is_random(self) -> bool:
         return self.kind == RANDOM_SETTING
+
+    def check_dataset_for(self, spec: BackboneSpec) -> None:
+        """Refuse a source named for another pre-training data set than `spec`'s (SAT-493M weights for an
+        LVD-1689M row: same shapes, other normalisation), by name, before any reading."""
+        if ("dataset", spec.name) not in self._resolved:
+            check_dataset(spec, self.path)
+            self._resolved["dataset", spec.name] = True
+
+    def normalization(self, spec: BackboneSpec) -> Normalization:
+        """The input normalisation this source was trained with (`normalization.source_normalization`),
+        once its data set is checked against `spec`'s."""
+        if ("normalization", spec.name) not in self._resolved:
+            self.check_dataset_for(spec)
+            self._resolved["normalization", spec.name] = source_normalization(spec, self.kind, self.path)
+        return self._resolved["normalization", spec.name]
 
     def describe(self) -> str:
         return "RANDOM initialisation (no pretrained weights)" if self.is_random else f"{self.kind} {self.path}"
@@ -103,17 +122,15 @@ def locate_weights(spec: BackboneSpec, setting: Optional[str] = None) -> Weights
                                f"weights file or folder instead")
         return WeightsSource("hub", spec.timm_hub_id)
     path = os.path.abspath(os.path.expanduser(setting))
-    if os.path.isfile(path) or os.path.isfile(os.path.join(path, "config.json")):
-        check_dataset(spec, path)  # a SAT-493M model for an LVD-1689M row (or vice versa): refused by name, early
     if os.path.isfile(path):
-        return WeightsSource("file", path)
+        return _checked(WeightsSource("file", path), spec)
     if not os.path.isdir(path):
         raise WeightsError(f"{WEIGHTS_ENV_VAR}={setting!r}: {path} does not exist. Point it at a folder "
                            f"holding the published weights ({', '.join(spec.weight_files)}), at one weights "
                            f"file, or set it to 'random' (tests and demos only). Get the weights from "
                            f"{spec.family_ops.where_to_get}.")
     if os.path.isfile(os.path.join(path, "config.json")):
-        return WeightsSource("folder", path)
+        return _checked(WeightsSource("folder", path), spec)
     for pattern in spec.weight_files:
         for match in sorted(glob.glob(os.path.join(glob.escape(path), pattern))):
             if os.path.isfile(match):
@@ -121,6 +138,12 @@ def locate_weights(spec: BackboneSpec, setting: Optional[str] = None) -> Weights
             if os.path.isfile(os.path.join(match, "config.json")):
                 return WeightsSource("folder", match)
     raise _not_found(spec, path)
+
+
+def _checked(source: WeightsSource, spec: BackboneSpec) -> WeightsSource:
+    """A source the user named for `spec`: refused early if its name says another data set."""
+    source.check_dataset_for(spec)
+    return source
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -152,19 +175,62 @@ def torch_load(path: str, mmap: bool = False):
         raise _unreadable(path, e) from None
 
 
-def _unreadable(path: str, error: Exception) -> WeightsError:
-    return WeightsError(f"Could not read weights file {path} ({type(error).__name__}: {str(error).splitlines()[0]}). "
-                        f"It is probably truncated or corrupt: download it again.")
+def _unreadable(path: str, why) -> WeightsError:
+    """`why`: the exception that reading raised, or what a header check found."""
+    if isinstance(why, Exception):
+        why = f"{type(why).__name__}: {str(why).splitlines()[0]}"
+    return WeightsError(f"Could not read weights file {path} ({why}). It is probably truncated or corrupt: "
+                        f"download it again.")
 
 
-def _read_file(path: str) -> Dict[str, torch.Tensor]:
+SAFETENSORS_HEADER_LIMIT = 100 * 1024 * 1024  # the format's own limit on the JSON header
+
+
+def _safetensors_shapes(path: str) -> Dict[str, torch.Tensor]:
+    """Meta tensors named and shaped as in the file's header; the data must end where the file does."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise _unreadable(path, f"{size} bytes, shorter than a safetensors header")
+        (length,) = struct.unpack("<Q", head)
+        if length > min(size - 8, SAFETENSORS_HEADER_LIMIT):
+            raise _unreadable(path, f"header length {length} does not fit the file's {size} bytes")
+        try:
+            header = json.loads(f.read(length))
+        except ValueError as e:
+            raise _unreadable(path, f"header is not JSON: {e}") from None
+    header.pop("__metadata__", None)
+    try:
+        end = max((int(entry["data_offsets"][1]) for entry in header.values()), default=0)
+        state = {name: torch.empty(entry["shape"], device="meta") for name, entry in header.items()}
+    except (KeyError, TypeError, IndexError, ValueError, RuntimeError) as e:
+        raise _unreadable(path, f"malformed header: {type(e).__name__}") from None
+    if 8 + length + end != size:
+        raise _unreadable(path, f"the header describes {8 + length + end} bytes, the file has {size}")
+    return state
+
+
+def read_file(path: str, dry: bool = False) -> Dict[str, torch.Tensor]:
+    """A weights file's tensors. `dry`: names and shapes without loading the data (a safetensors header
+    as meta tensors, a PyTorch file memory-mapped), for the cheap check before anything is written."""
     if path.endswith(".safetensors"):
+        if dry:
+            return _safetensors_shapes(path)
         try:
             from safetensors.torch import load_file
             return unwrap_checkpoint(load_file(path), path)
         except Exception as e:  # truncated, bad header, ...
             raise _unreadable(path, e) from None
-    return unwrap_checkpoint(torch_load(path), path)
+    if not dry:
+        return unwrap_checkpoint(torch_load(path), path)
+    try:
+        state = torch_load(path, mmap=True)
+    except WeightsError:
+        raise
+    except RuntimeError:  # legacy (non-zip) torch files cannot be memory-mapped
+        state = torch_load(path)
+    return unwrap_checkpoint(state, path)
 
 
 def _unpickling_reason(error: Exception) -> str:
@@ -203,23 +269,20 @@ def folder_files(path: str) -> Tuple[list, dict]:
                        f"pytorch_model.bin. Download the weights files too.")
 
 
-def _read_folder(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
-    files, config = folder_files(path)
-    state = {}
-    for file in files:
-        state.update(_read_file(file))
-    return state, config
-
-
-def read_source(source: WeightsSource) -> Tuple[Dict[str, torch.Tensor], Optional[dict]]:
+def read_source(source: WeightsSource, dry: bool = False) -> Tuple[Dict[str, torch.Tensor], Optional[dict]]:
+    """(tensors, config.json of a model folder or None); `dry` as in `read_file` (file and folder sources)."""
     if source.kind == "file":
-        return _read_file(source.path), None
+        return read_file(source.path, dry), None
     if source.kind == "folder":
-        return _read_folder(source.path)
-    if source.kind == "hub":
+        files, config = folder_files(source.path)
+        state = {}
+        for file in files:
+            state.update(read_file(file, dry))
+        return state, config
+    if source.kind == "hub" and not dry:
         try:
             from huggingface_hub import hf_hub_download
-            return _read_file(hf_hub_download(source.path, "model.safetensors")), None
+            return read_file(hf_hub_download(source.path, "model.safetensors")), None
         except WeightsError:
             raise
         except Exception as e:
@@ -259,6 +322,18 @@ def _describe_config(config: Optional[dict]) -> str:
     return f" Its config.json says {config.get('model_type', 'an unknown model type')}: {sizes}." if sizes else ""
 
 
+def fit_state(state: Dict[str, torch.Tensor], spec: BackboneSpec, vit, origin: str,
+              config: Optional[dict] = None) -> Tuple[Dict[str, torch.Tensor], str]:
+    """`state` (any supported layout) in timm's keys for `vit`, and its format; WeightsError unless it
+    holds exactly `vit`'s tensors and shapes. `vit` may be on the meta device (the cheap check)."""
+    try:
+        converted, fmt = convert_to_timm(state, spec, vit)
+    except ValueError as e:  # a layout we recognise but cannot represent exactly
+        raise WeightsError(f"Cannot load {origin} into {spec.label}: {e}") from None
+    check_state_dict(converted, vit, spec, origin, _describe_config(config))
+    return converted, fmt
+
+
 def check_state_dict(state: Dict[str, torch.Tensor], vit, spec: BackboneSpec, origin: str,
                      note: str = "") -> None:
     expected = vit.state_dict()
@@ -279,8 +354,7 @@ def load_backbone_weights(backbone, source: WeightsSource) -> dict:
     """Load `source` into a FrozenDinoBackbone, strictly. Returns what was loaded (for plans/logs)."""
     spec = backbone.spec
     info = {"backbone": spec.name, "source": source.kind, "path": source.path}
-    check_dataset(spec, source.path)
-    info["normalization"] = source_normalization(spec, source.kind, source.path).record()
+    info["normalization"] = source.normalization(spec).record()
     if source.is_random:  # seeded, so a slim checkpoint can rebuild the very same random backbone
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_BACKBONE_SEED)
@@ -288,11 +362,7 @@ def load_backbone_weights(backbone, source: WeightsSource) -> dict:
         info.update(format=RANDOM_SETTING, seed=RANDOM_BACKBONE_SEED, pos_embed_resize=backbone.pos_embed_resize)
         return _record_fingerprint(backbone, info)
     state, hf_config = read_source(source)
-    try:
-        state, fmt = convert_to_timm(state, spec, backbone.vit)
-    except ValueError as e:  # a layout we recognise but cannot represent exactly
-        raise WeightsError(f"Cannot load {source.path} into {spec.label}: {e}") from None
-    check_state_dict(state, backbone.vit, spec, source.path, _describe_config(hf_config))
+    state, fmt = fit_state(state, spec, backbone.vit, source.path, hf_config)
     backbone.vit.load_state_dict(state, strict=True)
     # reproduce the source's own position-embedding resize at other input sizes
     backbone.pos_embed_resize = spec.family_ops.pos_embed_rule(fmt, spec, backbone.pos_embed_resize)

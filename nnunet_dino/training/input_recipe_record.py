@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from ..backbones.normalization import HU_SPACE, source_normalization
+from ..backbones.normalization import HU_SPACE
 from ..networks.input_adapters import (CT_RECIPES, DEFAULT_WINDOWS, MEDDINOV3_WINDOWS, RECIPES, InputRecipeError,
                                       parse_windows)
 
@@ -77,7 +77,7 @@ def input_recipe_record(trainer_cls, plans_manager: PlansManager, configuration:
     InputRecipeError if it cannot apply."""
     schemes = list(plans_manager.get_configuration(configuration).normalization_schemes)
     spec = trainer_cls.backbone_spec()
-    normalization = source_normalization(spec, weights_source.kind, weights_source.path)
+    normalization = weights_source.normalization(spec)  # resolved once with the load's own
     recipe = _resolve(trainer_cls.input_recipe, schemes, normalization.space)
     options = dict(trainer_cls.input_recipe_options or {})
     _check(recipe, schemes, normalization, trainer_cls.__name__, channel_names)
