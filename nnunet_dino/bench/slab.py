@@ -31,7 +31,7 @@ from .report import _table
 from .run import _log, backbone_label, machine_info
 from .settings import FAMILIES, FAMILY_NAMES, BenchSettings
 
-CONFIGURATIONS = ("2d", "2.5d")
+CONFIGURATIONS = ("2d", SLAB_CONFIGURATION)  # also the keys of the report's per-configuration figures
 #: prediction paths: (name, predictor) -- the command that runs it
 PATHS = (("nnUNetv2_predict", "nnUNetPredictor"), ("nnunet-dino predict", "DinoPredictor"))
 DATASET = "Dataset000_Bench"

@@ -16,8 +16,9 @@ become the three channels the DINO weights saw.
   'first3'); no learnable mix. RGB in [0, 1] stays in [0, 1] unless the record says `weights_affine`
   (SegDINO's code applies the weights' mean/std, Dino U-Net's does not).
 
-A recipe is a record in the plans (resolved, checked and written by `training.input_recipe_record`); `input_module` turns it into the
-module applied before the encoder, so `nnUNetv2_predict` in a fresh process applies the same one.
+A recipe is a record in the plans (resolved, checked and written by `training.input_recipe_record`);
+`input_module` turns it into the module applied before the encoder, so `nnUNetv2_predict` in a fresh
+process applies the same one.
 """
 from __future__ import annotations
 

@@ -65,8 +65,8 @@ from .progress import sliding_window_progress
 from .schedules import EpochLRSchedule
 from .seeding import SeededMixin
 from .slab import (SLAB_RECORD_KEY, SLAB_Z_STEP_KEY, check_runnable, describe_slab, inference_mirror_axes,
-                   prediction_z_step, slab_marker, slab_record, validation_at_slab_steps)
-from .slab_start import load_start, start_checkpoint, start_of, start_parameter_groups, start_warmup_epochs
+                   prediction_z_step, slab_marker, slab_record, start_of, validation_at_slab_steps)
+from .slab_start import load_start, start_checkpoint, start_parameter_groups, start_warmup_epochs
 
 TEST_PAUSE_ENV_VAR = environment.TEST_PAUSE  # test-only, see pause_for_test
 RANDOM_BACKBONE_WARNING_FILE = "RANDOM_BACKBONE_WARNING.txt"
@@ -122,7 +122,7 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
     warmup_epochs: int = 0
     debug_run: bool = False                 # `_debug` twins: 2 short epochs, for tests (and seed 0)
     seed: Optional[int] = None              # fixed seed (SeededMixin); env nnUNet_dino_seed overrides
-    input_recipe: str = "auto"              # 'auto' | 'zscore' | 'rgb' | 'ct_windows' | 'meddinov3' (input_recipe_record.py)
+    input_recipe: str = "auto"              # 'auto' | 'zscore' | 'rgb' | 'ct_windows' | … (input_recipe_record.py)
     input_recipe_options: Dict[str, object] = {}  # ct_windows: {'windows': [preset or (width, level)] * 3}
     slab_neighbours: str = "rgb"            # 2.5d slabs: 'rgb' (slices s-1, s, s+1 as channels) | 'repeat' (slab.py)
     slab_fusion: str = "conv"               # 2.5d slabs: 'conv' (zero-initialised cross-slice convs) | 'none'

@@ -86,6 +86,12 @@ def slab_marker(configuration_manager: ConfigurationManager) -> Optional[dict]:
     return configuration_manager.configuration.get(SLAB_RECORD_KEY)
 
 
+def start_of(configuration_manager: ConfigurationManager) -> Optional[str]:
+    """The configuration whose trained fold this slab configuration starts from (None: from scratch); the
+    key `start_from` is written by plans/slab.py's `chained_configuration`."""
+    return (slab_marker(configuration_manager) or {}).get("start_from")
+
+
 def check_runnable(trainer_name: str, configuration: str, configuration_manager: ConfigurationManager) -> None:
     """2D, or a slab whose record matches its patch; else the refusal naming the 2.5d preset."""
     patch = configuration_manager.patch_size
@@ -110,7 +116,8 @@ def slab_record(trainer_cls, configuration_manager: ConfigurationManager, num_in
     if marker is None:
         return None
     slices = int(configuration_manager.patch_size[0])
-    start = {"start_from": marker["start_from"]} if marker.get("start_from") else {}
+    start_from = start_of(configuration_manager)
+    start = {"start_from": start_from} if start_from else {}
     if {"neighbours", "fusion"} <= set(marker):
         return {"slices": slices, "neighbours": marker["neighbours"], "fusion": marker["fusion"], **start}
     neighbours, fusion = trainer_cls.slab_neighbours, trainer_cls.slab_fusion

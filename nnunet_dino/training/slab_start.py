@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import math
 import os
-from typing import List, Optional
+from typing import List
 
 import torch
 from torch import nn
 
 from ..errors import MissingInputError, UserError
-from .slab import slab_marker
 
 #: the checkpoint of the start configuration's fold that a chained stage loads
 START_CHECKPOINT = "checkpoint_final.pth"
@@ -38,11 +37,6 @@ START_CHECKPOINT = "checkpoint_final.pth"
 
 class IncompatibleStartError(UserError, RuntimeError):
     """The 2d fold's weights do not fit the slab network (another network record or adaptation)."""
-
-
-def start_of(configuration_manager) -> Optional[str]:
-    """The configuration whose trained fold this slab configuration starts from (None: from scratch)."""
-    return (slab_marker(configuration_manager) or {}).get("start_from")
 
 
 def start_checkpoint(output_folder_base: str, trainer_name: str, plans_name: str, start: str, fold) -> str:
