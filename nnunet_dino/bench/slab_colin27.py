@@ -49,6 +49,7 @@ from nnunet_dino.training.trainers import {bases}
 #: the line nnU-Net's sequential prediction prints for each case once it is preprocessed (the colon tells it from
 #: the predictor's start-up notice "perform_everything_on_device=True is only supported ...")
 CASE_LINE = "perform_everything_on_device:"
+NNUNET_STEP = 0.5  # nnUNetv2_predict's default -step_size, along every axis (z included)
 _STARTED = time.monotonic()
 
 
@@ -149,7 +150,7 @@ def predict_timed(trainer: str, configuration: str, inputs: str, out: str, env: 
                   device: str) -> dict:
     """`nnUNetv2_predict` of the validation images in a process of its own, with the runner's arguments
     (sequential: no worker pools). `wall_s` includes the process start-up and the model's loading; the time
-    per case is the median interval between consecutive cases' first line (nnU-Net prints one per case when
+    per case is the mean interval between consecutive cases' first line (nnU-Net prints one per case when
     it has preprocessed it), which leaves them out; with one case, its time to the end of the process."""
     record = os.path.join(out, "timing.json")  # written last: it exists only for a finished prediction
     if os.path.isfile(record):
@@ -212,7 +213,7 @@ def slab_geometry(name: str, trainer: str) -> dict:
     # an iteration's slices: equal iterations are not equal slices when the slab batch is rounded up to 2
     batches = {"2d": configurations["2d"]["batch_size"], SLAB_FROM_2D_CONFIGURATION: configuration["batch_size"]}
     return {"slices": slices, "z_step": z_step, "case_depth": depth, "batch_size": batches,
-            "windows_nnUNetv2_predict": slab_windows(depth, slices, 0.5),
+            "windows_nnUNetv2_predict": slab_windows(depth, slices, NNUNET_STEP),
             "windows_recorded_step": slab_windows(depth, slices, z_step / slices) if z_step else None}
 
 
@@ -226,7 +227,7 @@ def run_family(work: str, name: str, family: str, n: int, env: Dict[str, str], l
                     "train": train_fold(name, t, c, it, env, log, device)} for key, (t, c, it) in runs.items()}
     cases = validation_inputs(work, name, env)
     geometry = slab_geometry(name, runs["2.5d+2d"][0])
-    windows_for = lambda depth: slab_windows(depth, geometry["slices"], 0.5)  # noqa: E731 (nnUNetv2_predict's tiles)
+    windows_for = lambda depth: slab_windows(depth, geometry["slices"], NNUNET_STEP)  # noqa: E731 (the tiles predicted)
     dataset_json = os.path.join(env["nnUNet_raw"], name, "dataset.json")
     for key, model in models.items():
         out = os.path.join(work, "predictions", f"{family}_{key.replace(' ', '_').replace('+', '_from_')}")
