@@ -14,6 +14,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from ..cpu_threads import usable_cores
 from ..errors import MissingInputError, OptionError
 from .predictor import DinoPredictor
 
@@ -69,7 +70,7 @@ def check_request(request: PredictionRequest) -> None:
 def make_predictor(request: PredictionRequest) -> DinoPredictor:
     """The predictor, set up as nnUNetv2_predict sets up nnU-Net's (threads as it chooses them)."""
     if request.device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(usable_cores())  # nnUNetv2_predict's cpu_count() less the cores it may not use
     elif request.device == "cuda":
         torch.set_num_threads(1)  # as nnUNetv2_predict: CPU threads do not help a GPU run
     predictor = DinoPredictor(tile_step_size=request.step_size, use_gaussian=True, use_mirroring=request.mirroring,

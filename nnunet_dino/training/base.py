@@ -47,6 +47,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from .. import environment
+from ..cpu_threads import cap_torch_threads
 from ..backbones import BackboneSpec, get_backbone_spec, load_backbone_weights, locate_weights
 from ..backbones.adaptation import Adaptation, parameter_groups
 from ..backbones.weights import RANDOM_BACKBONE_BANNER, describe_weights_record
@@ -146,6 +147,7 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
                                            dataset_json.get("channel_names"))
         resuming = bool(plans.get("continue_training"))  # nnUNetv2_train --c (nnU-Net pops the key)
         super().__init__(plans, configuration, fold, dataset_json, device)  # SeededMixin seeds here
+        cap_torch_threads()  # nnUNetv2_train gave torch every core of the machine
         self.resuming = resuming
         self.enable_deep_supervision = False
         self.initial_lr = self.learning_rate
@@ -214,6 +216,7 @@ class nnUNetTrainerDino(SeededMixin, nnUNetTrainer):
         Loads no weights: training loads them in `initialize`, prediction from each fold's checkpoint
         (whose record, not the plans shared by all folds, says what the fold was trained with)."""
         check_runnable(cls.__name__, "this", configuration_manager)
+        cap_torch_threads()  # nnUNetv2_predict gave torch every core of the machine, usable or not
         recipe = input_record(configuration_manager)
         imagenet = unrecorded_rgb_affine(configuration_manager, num_input_channels)
         network = cls.network_class(input_channels=num_input_channels, num_classes=num_output_channels,

@@ -25,6 +25,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from ..backbones.adaptation import Adaptation
+from ..cpu_threads import cap_torch_threads
 from ..networks.registry import BASE_TRAINER, NetworkFamily, network_families
 from .base import DEBUG_RUN, nnUNetTrainerDino
 from .budget import BudgetMixin
@@ -119,7 +120,15 @@ PUBLIC_TRAINERS = _declare_table()
 
 
 # --- nnU-Net's own trainer, for comparisons at the same short lengths as ours -------------------
-class nnUNetTrainer_debug(nnUNetTrainer):
+class UsableCoresMixin:
+    """nnU-Net's own trainer on one torch thread per usable core, as the plugin's (cpu_threads.py)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        cap_torch_threads()
+
+
+class nnUNetTrainer_debug(UsableCoresMixin, nnUNetTrainer):
     """nnU-Net's own trainer and network, with the `_debug` run length (pipeline tests)."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -129,7 +138,7 @@ class nnUNetTrainer_debug(nnUNetTrainer):
 
 
 # --- the demo (`make demo`): the same budget of training iterations for every model, seed 0 -----
-class nnUNetTrainer_demo(BudgetMixin, SeededMixin, nnUNetTrainer):
+class nnUNetTrainer_demo(BudgetMixin, SeededMixin, UsableCoresMixin, nnUNetTrainer):
     """nnU-Net's own trainer, network and recipe, stopped by the demo's budget (seeded)."""
     seed = 0
 
