@@ -55,7 +55,11 @@ def test_the_predictors_network_build_caps_what_nnunet_set(nnunet_paths, monkeyp
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
     plans = PlansManager(os.path.join(nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"],
                                       "nnUNetPlans.json"))
+    configuration = plans.get_configuration("2d")
     monkeypatch.setattr(cpu_threads, "usable_cores", lambda: 1)
     torch.set_num_threads(2)
-    nnUNetTrainerSegDINO_debug.build_network_architecture(plans, plans.get_configuration("2d"), 1, 3)
+    nnUNetTrainerSegDINO_debug.build_network_architecture(plans, configuration, 1, 3)
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(2)
+    nnUNetTrainer_debug.build_network_architecture(plans, configuration, 1, 3)
     assert torch.get_num_threads() == 1

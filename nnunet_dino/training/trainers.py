@@ -127,6 +127,11 @@ class UsableCoresMixin:
         super().__init__(*args, **kwargs)
         cap_torch_threads()
 
+    @staticmethod
+    def build_network_architecture(*args, **kwargs):  # nnUNetv2_predict's path: no trainer is made there
+        cap_torch_threads()
+        return nnUNetTrainer.build_network_architecture(*args, **kwargs)
+
 
 class nnUNetTrainer_debug(UsableCoresMixin, nnUNetTrainer):
     """nnU-Net's own trainer and network, with the `_debug` run length (pipeline tests)."""
