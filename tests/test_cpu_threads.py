@@ -46,7 +46,10 @@ def test_trainers_cap_what_nnunet_set(trainer_class, nnunet_paths, monkeypatch, 
     monkeypatch.setenv("nnUNet_dino_weights", "random")
     monkeypatch.setattr(cpu_threads, "usable_cores", lambda: 1)
     torch.set_num_threads(2)
-    make_trainer(trainer_class, nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])
+    trainer = make_trainer(trainer_class, nnunet_paths["env"]["nnUNet_preprocessed"], nnunet_paths["dataset"])
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(2)
+    trainer.initialize()  # nnU-Net calls the network build by its parameters' names
     assert torch.get_num_threads() == 1
 
 

@@ -128,9 +128,12 @@ class UsableCoresMixin:
         cap_torch_threads()
 
     @staticmethod
-    def build_network_architecture(*args, **kwargs):  # nnUNetv2_predict's path: no trainer is made there
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True):
+        """nnU-Net's (which picks the call by these parameter names); nnUNetv2_predict makes no trainer."""
         cap_torch_threads()
-        return nnUNetTrainer.build_network_architecture(*args, **kwargs)
+        return nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                        num_output_channels, enable_deep_supervision)
 
 
 class nnUNetTrainer_debug(UsableCoresMixin, nnUNetTrainer):
