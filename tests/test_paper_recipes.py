@@ -92,6 +92,23 @@ def test_rope_rescale_table_is_timms_at_scale_one():
         FrozenDinoBackbone(tiny_spec("dinov2_vits14"), rope_rescale=2.0)
 
 
+def test_rope_rescale_table_is_timms_public_augmentation():
+    """timm's public DINOv3 RoPE in train mode (`rescale_coords`) draws the same factor from torch's CPU
+    RNG and gives the same table, bit for bit; every call draws afresh."""
+    from timm.layers import RotaryEmbeddingDinoV3
+    vit = FrozenDinoBackbone(tiny_spec("dinov3_vits16")).vit
+    rope = vit.rope
+    twin = RotaryEmbeddingDinoV3(rope.dim, temperature=rope.temperature, normalize_coords=rope.normalize_coords,
+                                 grid_offset=rope.grid_offset, grid_indexing=rope.grid_indexing,
+                                 rotate_half=rope.rotate_half, rescale_coords=2.0).train()
+    for seed, grid in ((0, (3, 5)), (1, (6, 4)), (2, (14, 14))):
+        torch.manual_seed(seed)
+        ours = rope_table(vit, grid, 2.0)
+        torch.manual_seed(seed)
+        assert torch.equal(ours, twin.get_embed(shape=grid))
+        assert not torch.equal(rope_table(vit, grid, 2.0), rope_table(vit, grid, 2.0))
+
+
 def test_rope_jitter_varies_train_forwards_only_and_never_changes_a_weight():
     x = torch.randn(2, 1, 32, 48)
     plain = _segdino_with_jitter().train()

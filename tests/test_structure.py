@@ -1,7 +1,7 @@
 """The package's structural rules, read from the source: no import circle in backbones/ (no
 function-local imports holding one together), no upward arrow from backbones/, networks/ and nnunet/, no branch on
 an adaptation mode's name outside the mode objects, one reader of nnU-Net's folder variables and one
-spelling of the plugin's own."""
+spelling of the plugin's own, no private name of timm."""
 import ast
 import os
 import re
@@ -108,3 +108,19 @@ def test_an_unset_nnunet_raw_is_an_error_never_a_relative_path(value, monkeypatc
         with pytest.raises(MissingInputError, match="nnUNet_raw is not set: export nnUNet_raw"):
             call()
     assert raw_root("/given") == "/given"
+
+
+def test_no_private_timm_name_is_used():
+    """timm's public surface only (documentation/extending.md, "timm: public and private"): no underscore
+    attribute of a timm ViT, block or RoPE module, and no underscore name imported from timm."""
+    timm_objects = re.compile(r"\b(vit|rope|block|blk|blocks)\b")
+    found = []
+    for folder in ("backbones", "networks"):
+        for path, tree in _modules(folder):
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                        and timm_objects.search(ast.unparse(node.value))):
+                    found.append(f"{path}:{node.lineno} {ast.unparse(node)}")
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("timm"):
+                    found += [f"{path}:{node.lineno} {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert not found, found

@@ -8,6 +8,7 @@ attention (without RoPE it would add the same q.b to a whole logit row and cance
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Dict, Optional, Tuple
 
@@ -50,23 +51,36 @@ for _size, _word, _dim, _depth, _heads, _taps, _hash in _SIZES:
 
 
 def embed_tokens(vit, x: torch.Tensor, pos_embed_resize: str = ""):
-    """Image (B,3,H,W) -> tokens (B, 5 + h*w, D), RoPE table for the (h, w) grid, grid."""
+    """Image (B,3,H,W) -> tokens (B, 5 + h*w, D), RoPE table for the (h, w) grid, grid. What timm's Eva
+    `forward_intermediates` does before its blocks, written with public attributes (its `_pos_embed` is
+    private): DINOv3 has no absolute position embedding, and pos/patch dropout are off in an eval() ViT."""
     patches = vit.patch_embed(x)  # (B, h, w, D) with dynamic_img_size
-    h, w = patches.shape[1:3]
-    tokens, rope = vit._pos_embed(patches)  # prefix tokens + RoPE for this grid (timm Eva)
-    return vit.norm_pre(tokens), rope, (h, w)
+    b, h, w, d = patches.shape
+    if vit.pos_embed is not None:
+        raise ValueError("a DINOv3 ViT has no absolute position embedding; this timm model has one")
+    prefix = [t.expand(b, -1, -1) for t in (vit.cls_token, vit.reg_token) if t is not None]
+    tokens = torch.cat(prefix + [patches.reshape(b, h * w, d)], dim=1)
+    return vit.norm_pre(tokens), vit.rope.get_embed(shape=(h, w)), (h, w)
 
 
-def rope_table(vit, grid: Tuple[int, int], scale: float = 1.0) -> torch.Tensor:
-    """timm's DINOv3 RoPE table for an (h, w) patch grid, its [-1, 1] coordinates multiplied by
-    `scale` (the official train-mode 'rescale' augmentation; scale 1 is the table timm uses)."""
-    from timm.layers.pos_embed_sincos import make_coords_dinov3
+def rope_table(vit, grid: Tuple[int, int], rescale: Optional[float] = None) -> torch.Tensor:
+    """timm's DINOv3 RoPE table for an (h, w) patch grid; with `rescale` r, its [-1, 1] coordinates
+    multiplied by a fresh factor, log-uniform in [1/r, r] (the official train-mode augmentation), drawn
+    from torch's CPU RNG. timm's public RoPE module does the same in train mode (`rescale_coords`; the
+    tests hold this to it bit for bit) but builds the coordinates on the CPU and copies them to the
+    device at every call, a blocking copy per block: here they are built on the device."""
     rope = vit.rope
+    if rescale is None:
+        return rope.get_embed(shape=grid)
+    from timm.layers.pos_embed_sincos import make_coords_dinov3
+    log_r = math.log(rescale)
+    scale = float(torch.empty(()).uniform_(-log_r, log_r).exp())
     coords = make_coords_dinov3(grid[0], grid[1], normalize_coords=rope.normalize_coords,
                                 grid_indexing=rope.grid_indexing, grid_offset=rope.grid_offset,
                                 device=rope.periods.device) * scale
-    sin, cos = rope._get_pos_embed_from_coords(coords)
-    return torch.cat([sin, cos], dim=-1)
+    angles = (2 * math.pi * coords[:, :, None] / rope.periods[None, None, :]).flatten(1)
+    angles = angles.tile(2) if rope.rotate_half else angles.repeat_interleave(2, dim=-1)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
 def run_block(block, tokens: torch.Tensor, rope: Optional[torch.Tensor]) -> torch.Tensor:

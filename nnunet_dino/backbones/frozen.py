@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -222,9 +221,7 @@ class FrozenDinoBackbone(nn.Module):
         whose coordinates are scaled by a fresh factor, log-uniform in [1/r, r] (torch's RNG)."""
         if not (self.training and self.rope_rescale) or grid is None:
             return rope
-        log_r = math.log(self.rope_rescale)
-        scale = float(torch.empty(()).uniform_(-log_r, log_r).exp())
-        return self._family.rope_table(self.vit, grid, scale).to(rope.dtype)
+        return self._family.rope_table(self.vit, grid, self.rope_rescale).to(rope.dtype)
 
     @property
     def family_ops(self) -> BackboneFamily:
@@ -351,6 +348,8 @@ class FrozenDinoBackbone(nn.Module):
         taps = list(self.spec.default_taps if taps is None else taps)
         if not taps or min(taps) < 0 or max(taps) >= self.depth:
             raise ValueError(f"taps must be block indices in [0, {self.depth}), got {taps}")
+        # not timm's forward_intermediates: it knows neither LoRA's blocks, DINOv2's meta/hf resize, nor per-block
+        # RoPE rescaling (documentation/extending.md); the parity tests hold this loop to it where it applies
         with contextlib.nullcontext() if self.encoder_trains else torch.no_grad(), self.autocast(x):
             tokens, rope, grid = self.embed(x)
             maps, done = [], 0

@@ -30,8 +30,9 @@ class BackboneFamily:
     timm_kwargs(spec) -> extra `timm.create_model` arguments;
     timm_to_meta(state, vit) -> the official (Meta) layout of a timm state dict (`weights convert`);
     timm_to_hf(state, spec, vit) -> (transformers state dict, config.json dict);
-    rope_table(vit, grid, scale) -> the RoPE table of a patch grid, coordinates scaled (RoPE families only:
-    the train-mode `rope_rescale` augmentation needs it)."""
+    rope_table(vit, grid, rescale) -> the RoPE table of a patch grid, its coordinates scaled by a fresh
+    log-uniform factor in [1/rescale, rescale] when given (RoPE families only: the train-mode
+    `rope_rescale` augmentation needs it)."""
     name: str
     where_to_get: str
     embed_tokens: Callable
@@ -43,7 +44,7 @@ class BackboneFamily:
     pos_embed_modes: Tuple[str, ...] = ()   # accepted `pos_embed_resize` values, the default first (empty: not used)
     timm_to_meta: Optional[Callable] = None
     timm_to_hf: Optional[Callable] = None
-    rope_table: Optional[Callable] = None   # (vit, grid, scale) -> RoPE table; None: no RoPE (no rope_rescale)
+    rope_table: Optional[Callable] = None   # (vit, grid, rescale) -> RoPE table; None: no RoPE (no rope_rescale)
 
 
     @property
