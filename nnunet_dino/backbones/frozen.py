@@ -20,13 +20,7 @@ part of `train_augmentation_record()` (kept in every checkpoint's backbone recor
 
 Precision: one rule, `compute_dtype` -- on CUDA the encoder computes in bf16 where the GPU has native
 bf16 (compute capability >= 8.0; DINOv3 was trained in bf16) and in fp16 on older GPUs (T4, V100),
-where bf16 is emulated; elsewhere in the caller's precision (the networks' CPU bf16 autocast tells the
-encoder through `cpu_autocast_dtype`). `autocast` applies it. A wholly frozen encoder also HOLDS the
-weights autocast would cast (`held_dtype`: its linears and patch convolution) in that dtype, one copy,
-converted on the way into the first forward on a device: autocast caches casts only of weights that
-require grad, so fp32 frozen weights were cast afresh at every call. Everything autocast keeps in fp32
-(norms, layer scales, tokens, position embeddings, buffers) stays fp32, so the results are those of the
-autocast path bit for bit. What trains (LoRA, last k, full) keeps fp32 everywhere.
+where bf16 is emulated; elsewhere in the caller's precision. `autocast` applies it.
 """
 from __future__ import annotations
 
@@ -81,24 +75,6 @@ class ResidualSubsetDrop(nn.Module):
         return x * scale.view(b, *([1] * (x.dim() - 1)))
 
 
-def held_tensors(vit: nn.Module):
-    """The ViT's parameters autocast runs in low precision (weights and biases of its linears and of the
-    patch convolution): those a frozen encoder holds in its compute dtype."""
-    for module in vit.modules():
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
-            yield from (p for p in (module.weight, module.bias) if p is not None)
-
-
-def _fp32_before_load(vit: nn.Module, *args) -> None:
-    """Load-state-dict pre-hook: held tensors go back to fp32 first, so a load keeps every bit of what is
-    loaded (and the fingerprint taken right after, backbones/weights.py, is that of the fp32 weights); the
-    next forward holds them again."""
-    with torch.no_grad(), torch.inference_mode(False):
-        for param in held_tensors(vit):
-            if param.dtype != torch.float32:
-                param.data = param.data.float()
-
-
 class FrozenDinoBackbone(nn.Module):
     def __init__(self, spec: BackboneSpec, pos_embed_resize: Optional[str] = None,
                  reduced_precision_devices: Sequence[str] = ("cuda",), rope_rescale: Optional[float] = None,
@@ -117,12 +93,9 @@ class FrozenDinoBackbone(nn.Module):
         self.spec = spec
         self.pos_embed_resize = pos_embed_resize
         self.reduced_precision_devices = tuple(reduced_precision_devices)
-        #: the dtype the caller's CPU autocast runs the encoder in (the network sets it from its cpu_precision)
-        self.cpu_autocast_dtype: Optional[torch.dtype] = None
         self.vit = build_timm_vit(spec)
         self.vit.requires_grad_(False)
         self.vit.eval()
-        self.vit.register_load_state_dict_pre_hook(_fp32_before_load)
         self._family = spec.family_ops
         self.loaded_fingerprint: Optional[str] = None  # set by weights.load_backbone_weights,
         self.weights_info: dict = {}                     # with what was loaded from where
@@ -151,11 +124,7 @@ class FrozenDinoBackbone(nn.Module):
         return {k: v for k, v in (("rope_rescale", self.rope_rescale), ("drop_path", self.drop_path)) if v}
 
     def fingerprint(self) -> str:
-        """sha256 of the ViT's current tensors (slim checkpoints store it to verify reloads). An encoder that
-        holds its weights in low precision (`hold_weights`) no longer has the fp32 tensors: its fingerprint
-        is the one taken when they were loaded (frozen, they have not changed since)."""
-        if self.loaded_fingerprint is not None and self.holds_low_precision():
-            return self.loaded_fingerprint
+        """sha256 of the ViT's current tensors (slim checkpoints store it to verify reloads)."""
         return state_fingerprint(self.vit.state_dict())
 
     # --- frozen-ness and adaptation ----------------------------------------------------------
@@ -169,7 +138,6 @@ class FrozenDinoBackbone(nn.Module):
         self.adaptation = adaptation
         adaptation.kind.attach(self, adaptation)
         self.set_encoder_trainable(adaptation.trains)
-        self.hold_weights(next(self.vit.parameters()).device)  # what trains is back in fp32 now
         return self
 
     def set_encoder_trainable(self, trainable: bool) -> bool:
@@ -251,41 +219,6 @@ class FrozenDinoBackbone(nn.Module):
             return torch.float16
         return torch.bfloat16
 
-    #: whether a wholly frozen encoder holds its weights in its compute dtype (False: fp32 weights that
-    #: autocast casts at every call, as before; the held-weights bench measures both)
-    hold_low_precision_weights: bool = True
-
-    def held_dtype(self, device: torch.device) -> Optional[torch.dtype]:
-        """The dtype the encoder holds `held_tensors` in on `device`: the dtype it computes in there
-        (`compute_dtype`, or on a CPU outside that rule the caller's `cpu_autocast_dtype`) when nothing of
-        it trains; None (fp32, as loaded) where something trains -- LoRA, last-k and full fine-tuning keep
-        fp32 master weights -- or where it computes in the caller's fp32."""
-        if self.adaptation.kind.trains or not self.hold_low_precision_weights:
-            return None
-        dtype = self.compute_dtype(device)
-        return self.cpu_autocast_dtype if dtype is None and device.type == "cpu" else dtype
-
-    def holds_low_precision(self) -> bool:
-        """Whether some held tensor is in a dtype other than fp32 now."""
-        return any(p.dtype != torch.float32 for p in held_tensors(self.vit))
-
-    def hold_weights(self, device: torch.device) -> None:
-        """Hold `held_tensors` in `held_dtype(device)` (fp32 where None): one copy, converted once. A no-op
-        when they are so already; called on the way into every forward, so moving the network (`.to`),
-        changing the precision settings or adapting the encoder re-derives it at the next call. Converted
-        outside inference mode: the same weights may later be saved for backward (U-DFA's training)."""
-        if torch.compiler.is_compiling():
-            return  # a traced graph takes the weights as they are; the eager calls convert them
-        tensors = list(held_tensors(self.vit))
-        # a weight made trainable outside the adaptation (e.g. the pretraining student's) keeps fp32 too
-        low = None if any(p.requires_grad for p in tensors) else self.held_dtype(device)
-        target = low or torch.float32
-        tensors = [p for p in tensors if p.dtype != target]
-        if tensors:
-            with torch.no_grad(), torch.inference_mode(False):
-                for param in tensors:
-                    param.data = param.data.to(target)
-
     def autocast(self, x: torch.Tensor):
         """Context for encoder work on `x`: autocast to `compute_dtype`, except where gradients flow
         through the blocks under an enclosing autocast (U-DFA after its first injection, under nnU-Net's
@@ -293,11 +226,8 @@ class FrozenDinoBackbone(nn.Module):
         another dtype leaves the backward graph with bf16 and fp16 operands of one op, which AOT autograd
         rejects when it compiles the backward ("Unexpected floating ScalarType in at::autocast::prioritize").
         Without gradients (the extractor-only encoders, inference) nothing crosses back, and without an
-        enclosing autocast nothing is mixed: there the rule applies in full. First the weights are held in
-        the dtype for `x`'s device (`hold_weights`); weights held for the caller's CPU autocast get that
-        autocast here too, so the encoder also runs when called outside the network."""
-        self.hold_weights(x.device)
-        dtype = self.compute_dtype(x.device) or self.held_dtype(x.device)
+        enclosing autocast nothing is mixed: there the rule applies in full."""
+        dtype = self.compute_dtype(x.device)
         if dtype is None or (torch.is_grad_enabled() and torch.is_autocast_enabled(x.device.type)):
             return contextlib.nullcontext()
         return torch.autocast(x.device.type, dtype=dtype)

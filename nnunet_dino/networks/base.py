@@ -178,12 +178,11 @@ class DinoSegmentationNetwork(nn.Module):
                  pos_embed_resize: Optional[str] = None, imagenet_normalize: bool = False,
                  cpu_precision: str = "auto"):
         super().__init__()
-        resolve_cpu_bf16(cpu_precision)  # a wrong setting fails before anything is built
+        self.set_cpu_precision(cpu_precision)
         spec = get_backbone_spec(backbone) if isinstance(backbone, str) else backbone
         self.input_channels = input_channels
         self.num_classes = num_classes
         self.backbone = FrozenDinoBackbone(spec, pos_embed_resize=pos_embed_resize)
-        self.set_cpu_precision(cpu_precision)
         self.input_adapter = InputToRGB(input_channels, imagenet_normalize,
                                         learnable=self.image_reaches_trainable_path)
         self.pad_multiple = self.input_multiple(spec)
@@ -201,8 +200,6 @@ class DinoSegmentationNetwork(nn.Module):
     def set_cpu_precision(self, cpu_precision: str) -> None:
         # resolved once: the CPU does not change under a live network (and dynamo need not trace the probe)
         self.cpu_bf16 = resolve_cpu_bf16(cpu_precision)
-        # the encoder holds its frozen weights in the dtype this autocast runs it in (backbones/frozen.py)
-        self.backbone.cpu_autocast_dtype = torch.bfloat16 if self.cpu_bf16 else None
 
     def uses_cpu_bf16(self, x: torch.Tensor) -> bool:
         """Whether `forward(x)` runs under CPU bf16 autocast (see `cpu_precision`)."""
