@@ -14,6 +14,49 @@ PLUGIN_ENV_VARS = ("nnUNet_extTrainer", "nnUNet_dino_weights", "nnUNet_raw", "nn
                    "nnUNet_results", "nnUNet_n_proc_DA", "nnUNet_compile")
 
 
+#: A user's own trainers (documentation/adaptation.md), found through nnUNet_extTrainer: `_debug` twins on a
+#: tiny DINOv3 (64 wide, 4 blocks), so an nnU-Net run whose subject is not the ViT's size stays cheap.
+TINY_TRAINERS = '''
+from nnunet_dino.backbones.adaptation import Adaptation
+from nnunet_dino.backbones.registry import get_backbone_spec, register_backbone
+from nnunet_dino.training.trainers import (nnUNetTrainerDinoUNet_debug, nnUNetTrainerSegDINO_debug,
+                                           nnUNetTrainerSegDINO_FT_debug, nnUNetTrainerSegDINO_LoRA_debug)
+
+TINY = register_backbone(get_backbone_spec("dinov3_vits16").variant("tiny_e2e_dinov3", embed_dim=64, depth=4,
+                                                                    num_heads=4)).name
+
+
+class nnUNetTrainerTinySegDINO_LoRA_debug(nnUNetTrainerSegDINO_LoRA_debug):
+    backbone = TINY
+
+
+class nnUNetTrainerTinySegDINO_Last2_debug(nnUNetTrainerSegDINO_debug):
+    backbone = TINY
+    adaptation = Adaptation("last_k", last_k=2)
+
+
+class nnUNetTrainerTinySegDINO_FT_debug(nnUNetTrainerSegDINO_FT_debug):
+    backbone = TINY
+
+
+class nnUNetTrainerTinyDinoUNet_debug(nnUNetTrainerDinoUNet_debug):
+    backbone = TINY
+    network_kwargs = {"decoder_channels": [8, 16, 32, 32], "fapm_rank": 16}
+'''
+
+
+def tiny_trainers(folder) -> Dict[str, str]:
+    """TINY_TRAINERS written under `folder`, registered in this process too (its tiny backbone, to compare a
+    model's weights with): {'nnUNet_extTrainer': the folder to give nnU-Net, 'backbone': the tiny backbone}."""
+    folder = os.path.join(str(folder), "tiny_trainers")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "tiny_trainers.py"), "w") as f:
+        f.write(TINY_TRAINERS)
+    namespace: dict = {}
+    exec(compile(TINY_TRAINERS, "tiny_trainers.py", "exec"), namespace)
+    return {"nnUNet_extTrainer": folder, "backbone": namespace["TINY"]}
+
+
 def free_port() -> int:
     """A TCP port nobody listens on now: DDP tests in parallel pytest workers must not share one."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

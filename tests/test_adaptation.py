@@ -209,30 +209,8 @@ def test_full_fine_tuning_keeps_the_encoder_frozen_during_its_warm_up(nnunet_pat
 
 
 # --- end to end, one run per mode --------------------------------------------------------------------
-# A user's own trainers, found through nnUNet_extTrainer (README: Adapting the encoder): the declared
-# `_LoRA` / `_FT` twins and a last_k subclass, each on a tiny DINOv3 so three runs stay cheap.
-USER_TRAINERS = '''
-from nnunet_dino.backbones.adaptation import Adaptation
-from nnunet_dino.backbones.registry import get_backbone_spec, register_backbone
-from nnunet_dino.training.trainers import (nnUNetTrainerSegDINO_debug, nnUNetTrainerSegDINO_FT_debug,
-                                           nnUNetTrainerSegDINO_LoRA_debug)
-
-TINY = register_backbone(get_backbone_spec("dinov3_vits16").variant("tiny_e2e_dinov3", embed_dim=64, depth=4,
-                                                                    num_heads=4)).name
-
-
-class nnUNetTrainerTinySegDINO_LoRA_debug(nnUNetTrainerSegDINO_LoRA_debug):
-    backbone = TINY
-
-
-class nnUNetTrainerTinySegDINO_Last2_debug(nnUNetTrainerSegDINO_debug):
-    backbone = TINY
-    adaptation = Adaptation("last_k", last_k=2)
-
-
-class nnUNetTrainerTinySegDINO_FT_debug(nnUNetTrainerSegDINO_FT_debug):
-    backbone = TINY
-'''
+# A user's own trainers, found through nnUNet_extTrainer (documentation/adaptation.md): the declared `_LoRA` /
+# `_FT` twins and a last_k subclass, each on a tiny DINOv3 so three runs stay cheap (nnunet_helpers.py).
 
 
 @pytest.mark.parametrize("trainer,mode", [("nnUNetTrainerTinySegDINO_LoRA_debug", "lora"),
@@ -245,12 +223,9 @@ def test_each_mode_trains_predicts_and_evaluates_through_nnunet(synthetic_2d, tm
     from nnunet_dino.nnunet import predict, train
     from nnunet_dino.nnunet.runner import run_step
     from nnunet_dino.nnunet.models import bundle_model_folder
-    from nnunet_helpers import evaluate_in_process, results_folder
-    user_trainers = tmp_path / "my_trainers"
-    user_trainers.mkdir()
-    (user_trainers / "my_adapted_trainers.py").write_text(USER_TRAINERS)
-    env = dict(synthetic_2d["env"], nnUNet_dino_weights="random", nnUNet_extTrainer=str(user_trainers),
-               nnUNet_results=str(tmp_path / "results"))
+    from nnunet_helpers import evaluate_in_process, results_folder, tiny_trainers
+    env = dict(synthetic_2d["env"], nnUNet_dino_weights="random",
+               nnUNet_extTrainer=tiny_trainers(tmp_path)["nnUNet_extTrainer"], nnUNet_results=str(tmp_path / "results"))
     train(990, trainer, env)
     model = results_folder(env, synthetic_2d["dataset"], trainer)
     record = json.load(open(os.path.join(model, "fold_0", "backbone_weights.json")))

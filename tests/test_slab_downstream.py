@@ -17,6 +17,7 @@ import torch
 from nnunet_dino.backbones import FrozenDinoBackbone, get_backbone_spec, load_backbone_weights, locate_weights
 from nnunet_dino.nnunet import model_folder, predict, train
 from nnunet_dino.nnunet.runner import run_step
+from nnunet_helpers import tiny_trainers
 
 DATASET = 993
 TRAINER = "nnUNetTrainerSegDINO_debug"
@@ -54,17 +55,19 @@ def trained(slabs):
             for c in ("2d", "2.5d")}
 
 
-@pytest.mark.parametrize("trainer", ["nnUNetTrainerSegDINO_debug", "nnUNetTrainerDinoUNet_debug"])
+@pytest.mark.parametrize("trainer", ["nnUNetTrainerSegDINO_debug", "nnUNetTrainerTinyDinoUNet_debug"])
 def test_each_family_trains_and_predicts_in_2_5d(slabs, trainer, tmp_path, request):
+    """Dino U-Net on a tiny DINOv3 (nnunet_helpers.TINY_TRAINERS): the family's 2.5d path, not the ViT's size."""
     if trainer == TRAINER:  # the module's shared model, trained by nnUNetv2_train in 2.5d
         env = slabs["env"]
         request.getfixturevalue("trained")
     else:
-        env = dict(slabs["env"], nnUNet_results=str(tmp_path / "results"))
+        env = dict(slabs["env"], nnUNet_results=str(tmp_path / "results"),
+                   nnUNet_extTrainer=tiny_trainers(tmp_path)["nnUNet_extTrainer"])
         train(DATASET, trainer, env, configuration="2.5d")
     model = model_folder(slabs["name"], trainer, "nnUNetPlans", "2.5d", results=env["nnUNet_results"])
     saved = json.load(open(os.path.join(model, "plans.json")))["configurations"]["2.5d"]
-    in_plane = {"nnUNetTrainerSegDINO_debug": 32, "nnUNetTrainerDinoUNet_debug": 64}[trainer]  # its smallest
+    in_plane = {"nnUNetTrainerSegDINO_debug": 32, "nnUNetTrainerTinyDinoUNet_debug": 64}[trainer]  # its smallest
     assert saved["nnunet_dino_slab"]["slices"] == 5 and saved["patch_size"] == [5, in_plane, in_plane]
     images = os.path.join(slabs["raw"], "imagesTs")
     predictions = str(tmp_path / "predictions")
@@ -163,10 +166,12 @@ def test_select_weighs_nnunets_own_3d_fullres_against_the_2d_and_2_5d_models(sla
     assert f"best: {picked} (cross-validation mean foreground Dice" in chosen.stdout
 
 
-@pytest.mark.parametrize("trainer,mode", [("nnUNetTrainerSegDINO_LoRA_debug", "lora"),
-                                          ("nnUNetTrainerSegDINO_FT_debug", "full")])
+@pytest.mark.parametrize("trainer,mode", [("nnUNetTrainerTinySegDINO_LoRA_debug", "lora"),
+                                          ("nnUNetTrainerTinySegDINO_FT_debug", "full")])
 def test_adapted_encoders_train_on_slabs_and_predict_in_a_new_process(slabs, trainer, mode, tmp_path):
-    env = dict(slabs["env"], nnUNet_results=str(tmp_path / "results"))
+    """On a tiny DINOv3 (nnunet_helpers.TINY_TRAINERS): what is asserted is which tensors train and are kept."""
+    tiny = tiny_trainers(tmp_path)
+    env = dict(slabs["env"], nnUNet_results=str(tmp_path / "results"), nnUNet_extTrainer=tiny["nnUNet_extTrainer"])
     train(DATASET, trainer, env, configuration="2.5d")
     model = model_folder(slabs["name"], trainer, "nnUNetPlans", "2.5d", results=env["nnUNet_results"])
     saved = json.load(open(os.path.join(model, "plans.json")))["configurations"]["2.5d"]
@@ -179,11 +184,11 @@ def test_adapted_encoders_train_on_slabs_and_predict_in_a_new_process(slabs, tra
         assert encoder and all(k.startswith("lora.") for k in encoder)
         assert any(float(v.abs().sum()) > 0 for k, v in encoder.items() if k.endswith("up"))
     else:  # the whole encoder is stored, and it moved away from the backbone it started from
-        start = FrozenDinoBackbone(get_backbone_spec("dinov3_vits16"))
+        start = FrozenDinoBackbone(get_backbone_spec(tiny["backbone"]))
         load_backbone_weights(start, locate_weights(start.spec, "random"))
         initial = start.state_dict()
         assert initial.keys() <= set(encoder)
-        assert not torch.equal(encoder["vit.blocks.11.attn.qkv.weight"], initial["vit.blocks.11.attn.qkv.weight"])
+        assert not torch.equal(encoder["vit.blocks.3.attn.qkv.weight"], initial["vit.blocks.3.attn.qkv.weight"])
     predictions = str(tmp_path / "predictions")
     images = os.path.join(slabs["raw"], "imagesTs")
     predict(DATASET, trainer, images, predictions, env, configuration="2.5d")
