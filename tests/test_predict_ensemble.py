@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from nnunet_dino.cpu_threads import usable_cores
 from nnunet_dino.prediction import DinoPredictor, encoder_sharing
 
 FOLDS = (0, 1, 2)
@@ -241,7 +242,7 @@ def test_the_command_writes_nnunets_prediction_folder_in_a_fresh_process(dataset
     model = write_model_folder(str(tmp_path), preprocessed, "nnUNetTrainerTinySegDINO_debug", "2d")
     theirs, _ = predictors(model, True)
     os.makedirs(tmp_path / "theirs")
-    torch.set_num_threads(os.cpu_count())  # the command's (and nnUNetv2_predict's) threads: the same GEMM sums
+    torch.set_num_threads(usable_cores())  # the command's threads (cpu_threads.py): the same GEMM sums
     try:
         theirs.predict_from_files_sequential(images, str(tmp_path / "theirs"), save_probabilities=True, overwrite=True)
     finally:
